@@ -1,0 +1,424 @@
+// Package cluster runs a real, local Kubernetes cluster for tests and `make dev`, on a machine with no
+// container runtime and no GPU: etcd and kube-apiserver (through envtest), kube-controller-manager,
+// kube-scheduler, kwok for fake nodes and pod lifecycles, and the real KubeRay operator, each a
+// process on loopback with its log in a file. Nodes are kwok's: they carry real GPU capacity, labels
+// and taints, so the real scheduler places GPU pods, and the real KubeRay operator drives RayClusters.
+//
+// The binaries come from `make bins` (bin/ at the repository root, or Options.BinDir).
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+)
+
+// Binaries the cluster needs in its bin folder, in the order they start.
+var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kuberay-operator", "kubectl"}
+
+// Options configure a local cluster. The zero value is a cluster with no nodes and KubeRay running.
+type Options struct {
+	// BinDir holds the binaries listed in Binaries. Default: $AGENTFLEET_BIN_DIR, else bin/ at the
+	// root of the module this runs in.
+	BinDir string
+	// Dir receives the logs, certificates and kubeconfig. Default: a new temporary folder, removed
+	// by Stop when the cluster came up and stopped cleanly.
+	Dir string
+	// CRDDirectoryPaths are installed besides KubeRay's CRDs, which come from the module cache.
+	CRDDirectoryPaths []string
+	// Nodes are created, and waited for to be Ready, before Start returns.
+	Nodes []Node
+	// WithoutKubeRay leaves the KubeRay operator (and its CRDs) out.
+	WithoutKubeRay bool
+	// StartTimeout bounds each part's start. Default: 90s (a cold kube-apiserver on 2 busy cores
+	// takes 10-20 s).
+	StartTimeout time.Duration
+	// Progress, when set, receives a line as each part comes up.
+	Progress io.Writer
+}
+
+// Cluster is a running local cluster.
+type Cluster struct {
+	// Config is an admin (system:masters) client configuration.
+	Config *rest.Config
+	// Client is a client for Config with the core and KubeRay types registered.
+	Client client.Client
+	// Kubeconfig is the path of an admin kubeconfig file for kubectl and other processes.
+	Kubeconfig string
+	// Dir holds logs (one per part: <part>.log), certificates and the kubeconfig.
+	Dir string
+
+	opts       Options
+	removeDir  bool
+	env        *envtest.Environment
+	procs      []*process // started processes, in start order
+	envStarted bool
+}
+
+// Scheme is the scheme Cluster.Client uses: client-go's types and KubeRay's.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := rayv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Start brings a cluster up and returns it once every part is serving and every node is Ready. On
+// any failure it stops what it started and returns a *PartError naming the part and its log.
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 90 * time.Second
+	}
+	if opts.Progress == nil {
+		opts.Progress = io.Discard
+	}
+	c := &Cluster{opts: opts}
+	defer func() {
+		if err != nil {
+			c.stop()
+		}
+	}()
+	if err := c.prepare(); err != nil {
+		return nil, err
+	}
+	if err := c.startControlPlane(); err != nil {
+		return nil, err
+	}
+	for _, start := range []func(context.Context) error{c.startControllerManager, c.startScheduler, c.startKwok, c.startKubeRay} {
+		if err := start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range opts.Nodes {
+		if err := c.AddNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.WaitForNodes(ctx, opts.StartTimeout); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// prepare checks the binaries and the CRD folders and makes the working folder.
+func (c *Cluster) prepare() error {
+	if c.opts.BinDir == "" {
+		dir, err := defaultBinDir()
+		if err != nil {
+			return &PartError{Part: "setup", Err: err}
+		}
+		c.opts.BinDir = dir
+	}
+	var missing []string
+	for _, b := range Binaries {
+		if b == "kuberay-operator" && c.opts.WithoutKubeRay {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(c.opts.BinDir, b)); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	if len(missing) > 0 {
+		return &PartError{Part: "setup", Err: fmt.Errorf("missing in %s: %s; run `make bins`", c.opts.BinDir, strings.Join(missing, ", "))}
+	}
+	if c.opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "agentfleet-cluster-")
+		if err != nil {
+			return &PartError{Part: "setup", Err: err}
+		}
+		c.opts.Dir, c.removeDir = dir, true
+	} else if err := os.MkdirAll(c.opts.Dir, 0o755); err != nil {
+		return &PartError{Part: "setup", Err: err}
+	}
+	c.Dir = c.opts.Dir
+	return nil
+}
+
+// defaultBinDir is $AGENTFLEET_BIN_DIR, else bin/ beside the go.mod of the module this runs in.
+func defaultBinDir() (string, error) {
+	if d := os.Getenv("AGENTFLEET_BIN_DIR"); d != "" {
+		return d, nil
+	}
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the module root for bin/: %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside a Go module: set Options.BinDir or AGENTFLEET_BIN_DIR")
+	}
+	return filepath.Join(filepath.Dir(gomod), "bin"), nil
+}
+
+// KubeRayCRDDir is the folder of KubeRay's CRDs in the Go module cache, for the version of
+// github.com/ray-project/kuberay/ray-operator this module requires.
+func KubeRayCRDDir() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/ray-project/kuberay/ray-operator").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("locating KubeRay's module: %s", strings.TrimSpace(string(ee.Stderr)))
+		}
+		return "", fmt.Errorf("locating KubeRay's module: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "bases")
+	if _, err := os.Stat(dir); err != nil {
+		return "", fmt.Errorf("KubeRay's CRDs: %w", err)
+	}
+	return dir, nil
+}
+
+// startControlPlane starts etcd and kube-apiserver through envtest, installs the CRDs and writes an
+// admin kubeconfig.
+func (c *Cluster) startControlPlane() error {
+	crds := append([]string(nil), c.opts.CRDDirectoryPaths...)
+	if !c.opts.WithoutKubeRay {
+		dir, err := KubeRayCRDDir()
+		if err != nil {
+			return &PartError{Part: "KubeRay CRDs", Err: err}
+		}
+		crds = append(crds, dir)
+	}
+	etcdLog, err := os.Create(filepath.Join(c.Dir, "etcd.log"))
+	if err != nil {
+		return &PartError{Part: "etcd", Err: err}
+	}
+	apiLog, err := os.Create(filepath.Join(c.Dir, "kube-apiserver.log"))
+	if err != nil {
+		return &PartError{Part: "kube-apiserver", Err: err}
+	}
+	c.env = &envtest.Environment{
+		BinaryAssetsDirectory:    c.opts.BinDir,
+		CRDDirectoryPaths:        crds,
+		ErrorIfCRDPathMissing:    true,
+		ControlPlaneStartTimeout: c.opts.StartTimeout,
+		ControlPlaneStopTimeout:  30 * time.Second,
+		Scheme:                   Scheme(),
+	}
+	c.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
+	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
+	// Audit-free, loopback-only; the admission plugins are the defaults but ServiceAccount (envtest
+	// turns it off: no token controller runs here), which keeps TaintNodesByCondition on, as in a
+	// real cluster.
+	c.env.ControlPlane.APIServer = api
+	c.envStarted = true // envtest's Stop is safe on a partly started plane
+	cfg, err := c.env.Start()
+	if err != nil {
+		part := "kube-apiserver"
+		logPath := apiLog.Name()
+		if strings.Contains(err.Error(), "etcd") {
+			part, logPath = "etcd", etcdLog.Name()
+		}
+		return &PartError{Part: part, Log: logPath, Tail: tail(logPath, 15), Err: err}
+	}
+	fmt.Fprintf(c.opts.Progress, "etcd and kube-apiserver serving at %s\n", cfg.Host)
+
+	user, err := c.env.AddUser(envtest.User{Name: "agentfleet-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("adding the admin user: %w", err)}
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("writing the kubeconfig: %w", err)}
+	}
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, kubeconfig, 0o600); err != nil {
+		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("writing the kubeconfig: %w", err)}
+	}
+	c.Config = user.Config()
+	c.Client, err = client.New(c.Config, client.Options{Scheme: c.env.Scheme})
+	if err != nil {
+		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("building a client: %w", err)}
+	}
+	return nil
+}
+
+func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.BinDir, name) }
+
+// start starts a part and waits until ready says so.
+func (c *Cluster) start(ctx context.Context, name string, args, env []string, ready func(context.Context) bool) error {
+	p, err := startProcess(name, c.bin(name), c.Dir, args, env)
+	if err != nil {
+		return &PartError{Part: name, Err: err}
+	}
+	c.procs = append(c.procs, p)
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.StartTimeout, fmt.Errorf("timed out after %s", c.opts.StartTimeout))
+	defer cancel()
+	if err := p.waitFor(ctx, "ready", ready); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.opts.Progress, "%s ready (log: %s)\n", name, p.logPath)
+	return nil
+}
+
+func (c *Cluster) startControllerManager(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return &PartError{Part: "kube-controller-manager", Err: err}
+	}
+	// The node lifecycle controller is why this runs at all: the TaintNodesByCondition admission
+	// plugin taints every new node not-ready, and only that controller lifts the taint. The token
+	// controller is off (envtest's apiserver has no service-account admission to feed it).
+	return c.start(ctx, "kube-controller-manager", []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--authentication-kubeconfig=" + c.Kubeconfig,
+		"--authorization-kubeconfig=" + c.Kubeconfig,
+		"--controllers=*,-serviceaccount-token",
+		"--use-service-account-credentials=false",
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(c.Dir, "kube-controller-manager-certs"),
+		"--node-monitor-grace-period=20s",
+		"--concurrent-gc-syncs=10",
+	}, nil, healthz(port))
+}
+
+func (c *Cluster) startScheduler(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return &PartError{Part: "kube-scheduler", Err: err}
+	}
+	return c.start(ctx, "kube-scheduler", []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--authentication-kubeconfig=" + c.Kubeconfig,
+		"--authorization-kubeconfig=" + c.Kubeconfig,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(c.Dir, "kube-scheduler-certs"),
+	}, nil, healthz(port))
+}
+
+func (c *Cluster) startKwok(ctx context.Context) error {
+	port, err := freePort()
+	if err != nil {
+		return &PartError{Part: "kwok", Err: err}
+	}
+	// kwok's default stages: pods become Ready once scheduled (and keep any status written later),
+	// Job pods complete, nodes turn Ready and renew their Leases.
+	return c.start(ctx, "kwok", []string{
+		"--kubeconfig=" + c.Kubeconfig,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=fake",
+		"--cidr=10.244.0.1/16",
+		"--node-ip=127.0.0.1",
+		"--server-address=127.0.0.1:" + strconv.Itoa(port),
+	}, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))
+}
+
+func (c *Cluster) startKubeRay(ctx context.Context) error {
+	if c.opts.WithoutKubeRay {
+		return nil
+	}
+	metrics, err := freePort()
+	if err != nil {
+		return &PartError{Part: "kuberay-operator", Err: err}
+	}
+	probe, err := freePort()
+	if err != nil {
+		return &PartError{Part: "kuberay-operator", Err: err}
+	}
+	return c.start(ctx, "kuberay-operator", []string{
+		"--metrics-addr=127.0.0.1:" + strconv.Itoa(metrics),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probe),
+		"--enable-leader-election=false",
+		"--log-stdout-encoder=console",
+	}, []string{"KUBECONFIG=" + c.Kubeconfig}, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe)))
+}
+
+// Stop stops every part, newest first, and removes the working folder if Start made it.
+func (c *Cluster) Stop() error {
+	err := c.stop()
+	if err == nil && c.removeDir {
+		return os.RemoveAll(c.Dir)
+	}
+	return err
+}
+
+func (c *Cluster) stop() error {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].stop(15 * time.Second)
+	}
+	c.procs = nil
+	if c.envStarted {
+		c.envStarted = false
+		if err := c.env.Stop(); err != nil {
+			return fmt.Errorf("stopping kube-apiserver and etcd: %w", err)
+		}
+	}
+	return nil
+}
+
+// Pids returns the process ids of the parts started as processes by this package (not etcd and
+// kube-apiserver, which envtest runs), by part name.
+func (c *Cluster) Pids() map[string]int {
+	pids := map[string]int{}
+	for _, p := range c.procs {
+		pids[p.name] = p.cmd.Process.Pid
+	}
+	return pids
+}
+
+// LogPath is the log file of a part, e.g. "kuberay-operator".
+func (c *Cluster) LogPath(part string) string { return filepath.Join(c.Dir, part+".log") }
+
+// freePort asks the kernel for a free loopback TCP port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// healthz checks the /healthz of a component serving its own self-signed certificate.
+func healthz(port int) func(context.Context) bool {
+	return httpOKWith(&http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, //nolint:gosec // loopback health probe of a self-signed test component
+	}, fmt.Sprintf("https://127.0.0.1:%d/healthz", port))
+}
+
+func httpOK(url string) func(context.Context) bool {
+	return httpOKWith(&http.Client{Timeout: 2 * time.Second}, url)
+}
+
+func httpOKWith(hc *http.Client, url string) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
