@@ -33,7 +33,8 @@ help: ## Show this help.
 
 .PHONY: dev
 dev: bins ## Boot the local cluster (fake GPU nodes, real KubeRay) and run until Ctrl-C.
-	go run ./test/cluster/cmd/localcluster --bin-dir $(BIN) --samples config/samples
+	go build -o $(BIN)/localcluster ./test/cluster/cmd/localcluster
+	$(BIN)/localcluster --bin-dir $(BIN) $(if $(wildcard config/samples),--samples config/samples)
 
 .PHONY: fmt
 fmt: ## gofmt the tree.

@@ -207,7 +207,7 @@ func TestRealKubeRayRunsGPURayCluster(t *testing.T) {
 			RayVersion: "2.52.0",
 			HeadGroupSpec: rayv1.HeadGroupSpec{
 				RayStartParams: map[string]string{},
-				Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ray-head", Image: "rayproject/ray:2.52.0"}}}},
+				Template:       corev1.PodTemplateSpec{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ray-head", Image: "rayproject/ray:2.52.0"}}}},
 			},
 			WorkerGroupSpecs: []rayv1.WorkerGroupSpec{{
 				GroupName: "agents", Replicas: ptr(int32(3)), MinReplicas: ptr(int32(3)), MaxReplicas: ptr(int32(3)),

@@ -18,15 +18,15 @@ import (
 // Labels, taints and resources of GPU nodes as NVIDIA's GPU operator (GPU feature discovery and the
 // device plugin) sets them on real nodes.
 const (
-	GPUResource          corev1.ResourceName = "nvidia.com/gpu"
-	GPUProductLabel                          = "nvidia.com/gpu.product"
-	GPUMemoryLabel                           = "nvidia.com/gpu.memory" // MiB per GPU
-	GPUCountLabel                            = "nvidia.com/gpu.count"
-	GPUTaintKey                              = "nvidia.com/gpu"
-	KwokNodeAnnotation                       = "kwok.x-k8s.io/node"
-	notReadyTaintKey                         = "node.kubernetes.io/not-ready"
-	defaultGPUProduct                        = "NVIDIA-H100-80GB-HBM3"
-	defaultGPUMemoryMiB                      = 81559
+	GPUResource         corev1.ResourceName = "nvidia.com/gpu"
+	GPUProductLabel                         = "nvidia.com/gpu.product"
+	GPUMemoryLabel                          = "nvidia.com/gpu.memory" // MiB per GPU
+	GPUCountLabel                           = "nvidia.com/gpu.count"
+	GPUTaintKey                             = "nvidia.com/gpu"
+	KwokNodeAnnotation                      = "kwok.x-k8s.io/node"
+	notReadyTaintKey                        = "node.kubernetes.io/not-ready"
+	defaultGPUProduct                       = "NVIDIA-H100-80GB-HBM3"
+	defaultGPUMemoryMiB                     = 81559
 )
 
 // Node is a fake node run by kwok. The zero value, with a Name, is a CPU node of 32 cores and 128 GiB.
