@@ -97,7 +97,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	c := &Cluster{opts: opts}
 	defer func() {
 		if err != nil {
-			c.stop()
+			if stopErr := c.stop(); stopErr != nil {
+				err = errors.Join(err, stopErr)
+			}
 		}
 	}()
 	if err := c.prepare(); err != nil {

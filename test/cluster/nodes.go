@@ -13,20 +13,25 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/agentfleet/agentfleet/gpu"
 )
 
-// Labels, taints and resources of GPU nodes as NVIDIA's GPU operator (GPU feature discovery and the
-// device plugin) sets them on real nodes.
+// GPU node labels, taint and resource, re-exported for tests.
 const (
-	GPUResource         corev1.ResourceName = "nvidia.com/gpu"
-	GPUProductLabel                         = "nvidia.com/gpu.product"
-	GPUMemoryLabel                          = "nvidia.com/gpu.memory" // MiB per GPU
-	GPUCountLabel                           = "nvidia.com/gpu.count"
-	GPUTaintKey                             = "nvidia.com/gpu"
-	KwokNodeAnnotation                      = "kwok.x-k8s.io/node"
-	notReadyTaintKey                        = "node.kubernetes.io/not-ready"
-	defaultGPUProduct                       = "NVIDIA-H100-80GB-HBM3"
-	defaultGPUMemoryMiB                     = 81559
+	GPUResource     = gpu.Resource
+	GPUProductLabel = gpu.ProductLabel
+	GPUMemoryLabel  = gpu.MemoryLabel
+	GPUCountLabel   = gpu.CountLabel
+	GPUTaintKey     = gpu.TaintKey
+)
+
+const (
+	// KwokNodeAnnotation marks the nodes kwok manages.
+	KwokNodeAnnotation  = "kwok.x-k8s.io/node"
+	notReadyTaintKey    = "node.kubernetes.io/not-ready"
+	defaultGPUProduct   = "NVIDIA-H100-80GB-HBM3"
+	defaultGPUMemoryMiB = 81559
 )
 
 // Node is a fake node run by kwok. The zero value, with a Name, is a CPU node of 32 cores and 128 GiB.
@@ -87,7 +92,7 @@ func (n Node) Object() *corev1.Node {
 		labels[GPUProductLabel] = product
 		labels[GPUMemoryLabel] = strconv.Itoa(memory)
 		labels[GPUCountLabel] = strconv.Itoa(n.GPUs)
-		labels["nvidia.com/gpu.present"] = "true"
+		labels[gpu.PresentLabel] = "true"
 		capacity[GPUResource] = *resource.NewQuantity(int64(n.GPUs), resource.DecimalSI)
 		if !n.NoGPUTaint {
 			taints = append(taints, corev1.Taint{Key: GPUTaintKey, Value: "present", Effect: corev1.TaintEffectNoSchedule})
