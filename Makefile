@@ -14,7 +14,10 @@ KWOK_VERSION           ?= v0.7.0
 CONTROLLER_GEN_VERSION ?= v0.20.1
 HELM_VERSION           ?= v3.19.5
 GOLANGCI_LINT_VERSION  ?= v2.15.0
-K8S_VERSION            := $(shell awk '$$1 == "k8s.io/kubernetes" {print $$2}' test/tools/kubernetes/go.mod)
+K8S_VERSION            := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "k8s.io/kubernetes" && $$(i+1) ~ /^v/) print $$(i+1)}' test/tools/kubernetes/go.mod)
+ifeq ($(K8S_VERSION),)
+$(error cannot read the k8s.io/kubernetes version from test/tools/kubernetes/go.mod)
+endif
 K8S_MINOR              := $(word 2,$(subst ., ,$(K8S_VERSION)))
 
 # What the tests and `make dev` find: bin/ for the cluster's processes, the local test cluster's
@@ -117,3 +120,13 @@ $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION): | $(STAMPS)
 .PHONY: clean
 clean: ## Remove bin/ (the next build is cold again).
 	rm -rf $(BIN)
+
+##@ Generated code
+
+.PHONY: generate
+generate: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## Deep-copy functions (zz_generated.deepcopy.go).
+	$(BIN)/controller-gen object paths=./api/...
+
+.PHONY: manifests
+manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into config/crd/bases.
+	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=config/crd/bases

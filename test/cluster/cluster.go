@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,16 +134,11 @@ func (c *Cluster) prepare() error {
 		}
 		c.opts.BinDir = dir
 	}
-	var missing []string
-	for _, b := range Binaries {
-		if b == "kuberay-operator" && c.opts.WithoutKubeRay {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join(c.opts.BinDir, b)); err != nil {
-			missing = append(missing, b)
-		}
+	needed := Binaries
+	if c.opts.WithoutKubeRay {
+		needed = slices.DeleteFunc(slices.Clone(needed), func(b string) bool { return b == "kuberay-operator" })
 	}
-	if len(missing) > 0 {
+	if missing := missingBinaries(c.opts.BinDir, needed...); len(missing) > 0 {
 		return &PartError{Part: "setup", Err: fmt.Errorf("missing in %s: %s; run `make bins`", c.opts.BinDir, strings.Join(missing, ", "))}
 	}
 	if c.opts.Dir == "" {
@@ -156,6 +152,16 @@ func (c *Cluster) prepare() error {
 	}
 	c.Dir = c.opts.Dir
 	return nil
+}
+
+func missingBinaries(dir string, names ...string) []string {
+	var missing []string
+	for _, b := range names {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			missing = append(missing, b)
+		}
+	}
+	return missing
 }
 
 // defaultBinDir is $AGENTFLEET_BIN_DIR, else bin/ beside the go.mod of the module this runs in.

@@ -1,0 +1,502 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// AgentFleet is a fleet of LLM agents: the workers of one KubeRay RayCluster, all running the same
+// image, model version and prompt, plus the Ray jobs run against that cluster.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=af,categories=agentfleet
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Workers",type=string,JSONPath=`.status.workers`,description="Ready agent workers / declared"
+// +kubebuilder:printcolumn:name="GPUs",type=integer,JSONPath=`.status.gpus.requested`
+// +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.modelVersion`,priority=1
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 53",message="metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 53 characters: it names the fleet's RayCluster"
+type AgentFleet struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AgentFleetSpec   `json:"spec"`
+	Status AgentFleetStatus `json:"status,omitempty"`
+}
+
+// AgentFleetSpec is the desired state of a fleet, as declared in Git.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.env) || !has(self.secretEnv) || self.env.all(e, !self.secretEnv.exists(s, s.name == e.name))",message="a variable is named in both env and secretEnv: each name may appear in one of them only"
+type AgentFleetSpec struct {
+	// Replicas is the declared number of agent workers: the Ray worker pods of the worker group
+	// "agents". Autoscaling is off in v1alpha1: this is the count the fleet is held at.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:default=1
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Suspend stops the fleet: the RayCluster is suspended (its pods deleted) and no job runs.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+
+	// Image is the agents' container image, run by the head and every worker.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="!self.matches('\\\\s')",message="image must not contain white space"
+	Image string `json:"image"`
+
+	// RayVersion is the version of Ray in Image, e.g. 2.52.0.
+	// +kubebuilder:validation:Pattern=`^[0-9]+\.[0-9]+\.[0-9]+$`
+	RayVersion string `json:"rayVersion"`
+
+	// Head configures the Ray head pod, which runs no agents.
+	// +optional
+	Head HeadSpec `json:"head,omitempty"`
+
+	// Worker configures each agent worker pod.
+	// +optional
+	Worker WorkerSpec `json:"worker,omitempty"`
+
+	// Model is the model the agents call; its version is recorded on every pod and in status.
+	Model ModelSpec `json:"model"`
+
+	// Prompt is the system prompt, from a ConfigMap ("prompts are code"): mounted read-only into the
+	// head and every worker at the path in the environment variable AGENTFLEET_PROMPT_FILE. A change
+	// of its text rolls the workers.
+	// +optional
+	Prompt *PromptSpec `json:"prompt,omitempty"`
+
+	// Env are plain environment variables for the agents. Values that look like provider API keys
+	// are refused: secrets belong in Secrets, referenced from SecretEnv.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=128
+	// +optional
+	Env []EnvVar `json:"env,omitempty"`
+
+	// SecretEnv are environment variables read from Secrets. There is no field that takes a secret's
+	// value: only references.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	SecretEnv []SecretEnvVar `json:"secretEnv,omitempty"`
+
+	// Health configures the supervision of agent workers: heartbeats and the restart budget.
+	// +kubebuilder:default={}
+	// +optional
+	Health HealthSpec `json:"health,omitempty"`
+
+	// DependsOn are objects in the fleet's namespace that must be healthy (kstatus Current) before
+	// any agent starts: a vector database StatefulSet, a model server Deployment.
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(d, self.exists_one(e, e.apiVersion == d.apiVersion && e.kind == d.kind && e.name == d.name))",message="dependsOn lists the same object twice"
+	// +optional
+	DependsOn []DependencyRef `json:"dependsOn,omitempty"`
+
+	// Rollout configures how workers are replaced when what they run changes.
+	// +kubebuilder:default={}
+	// +optional
+	Rollout RolloutSpec `json:"rollout,omitempty"`
+
+	// Jobs are Ray jobs run against the fleet's cluster, once or on a schedule.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Jobs []JobSpec `json:"jobs,omitempty"`
+
+	// CostCenter is copied to the label agentfleet.dev/cost-center of every pod, for cost reports.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$')",message="costCenter becomes a label value: letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+	// +optional
+	CostCenter string `json:"costCenter,omitempty"`
+}
+
+// ComputeResources are a pod's CPU and memory, set as both request and limit for memory and as
+// request for CPU.
+type ComputeResources struct {
+	// CPU, e.g. "2" or "500m".
+	// +optional
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+	// Memory, e.g. "8Gi".
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+}
+
+// HeadSpec configures the Ray head. Default resources: 1 CPU, 4Gi.
+type HeadSpec struct {
+	ComputeResources `json:",inline"`
+
+	// PodTemplate is a partial pod template (metadata and spec) merged into the generated head pod
+	// template by strategic merge (containers, volumes and env by name); what it sets wins. For what
+	// the fleet's fields do not cover. It is kept out of the CRD's schema (the full PodTemplateSpec
+	// schema would add about 600 KiB to the CRD) and decoded strictly by the operator: an unknown
+	// field makes the fleet Stalled with the field's name.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +optional
+	PodTemplate *runtime.RawExtension `json:"podTemplate,omitempty"`
+}
+
+// WorkerSpec configures each agent worker. Default resources: 1 CPU, 2Gi, no GPU.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.gpuProduct) || (has(self.gpus) && self.gpus > 0)",message="gpuProduct requires gpus > 0: a worker without GPUs cannot ask for a GPU product"
+type WorkerSpec struct {
+	ComputeResources `json:",inline"`
+
+	// GPUs per worker (nvidia.com/gpu), also given to Ray as num-gpus.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=16
+	// +optional
+	GPUs int32 `json:"gpus,omitempty"`
+
+	// GPUProduct pins workers to nodes whose nvidia.com/gpu.product label has this value, e.g.
+	// NVIDIA-H100-80GB-HBM3.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="gpuProduct is matched against the nvidia.com/gpu.product node label, so it must be a label value, e.g. NVIDIA-H100-80GB-HBM3"
+	// +optional
+	GPUProduct string `json:"gpuProduct,omitempty"`
+
+	// NodeSelector is added to the workers' node selector.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations are added to the workers' tolerations (GPU workers already tolerate the
+	// nvidia.com/gpu taint).
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// PodTemplate is a partial pod template (metadata and spec) merged into the generated worker pod
+	// template by strategic merge (containers, volumes and env by name); what it sets wins. For what
+	// the fleet's fields do not cover. It is kept out of the CRD's schema (the full PodTemplateSpec
+	// schema would add about 600 KiB to the CRD) and decoded strictly by the operator: an unknown
+	// field makes the fleet Stalled with the field's name.
+	// +kubebuilder:validation:Schemaless
+	// +kubebuilder:validation:Type=object
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +optional
+	PodTemplate *runtime.RawExtension `json:"podTemplate,omitempty"`
+}
+
+// ModelSpec names the model the agents call.
+type ModelSpec struct {
+	// Name of the model, e.g. claude-sonnet-4-5 or llama-3.1-70b-instruct.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Version is a tag recorded on every pod (label agentfleet.dev/model-version) and in status; a
+	// change rolls the workers.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="model.version becomes a label value: letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+	Version string `json:"version"`
+
+	// Endpoint is the model server's URL, given to agents as AGENTFLEET_MODEL_ENDPOINT.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (url(self).getScheme() == 'http' || url(self).getScheme() == 'https')",message="model.endpoint must be an http or https URL"
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// PromptSpec locates the system prompt.
+type PromptSpec struct {
+	// ConfigMapRef names the ConfigMap, in the fleet's namespace, and the key holding the prompt.
+	ConfigMapRef ConfigMapKeyRef `json:"configMapRef"`
+}
+
+// ConfigMapKeyRef names one key of a ConfigMap in the fleet's namespace.
+type ConfigMapKeyRef struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// EnvVar is a plain environment variable.
+//
+// +kubebuilder:validation:XValidation:rule="!self.value.matches('(^|[^A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}') && !self.value.matches('(^|[^A-Z0-9])(AKIA|ASIA)[0-9A-Z]{16}([^A-Z0-9]|$)')",message="the value looks like a provider API key (sk-…, sk-ant-…, AKIA…): put it in a Secret and reference it from secretEnv"
+type EnvVar struct {
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('AGENTFLEET_')",message="names starting with AGENTFLEET_ are set by the operator"
+	Name string `json:"name"`
+	// +kubebuilder:validation:MaxLength=4096
+	Value string `json:"value"`
+}
+
+// SecretEnvVar is an environment variable read from a Secret in the fleet's namespace.
+type SecretEnvVar struct {
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('AGENTFLEET_')",message="names starting with AGENTFLEET_ are set by the operator"
+	Name string `json:"name"`
+	// SecretKeyRef names the Secret and key.
+	SecretKeyRef SecretKeyRef `json:"secretKeyRef"`
+}
+
+// SecretKeyRef names one key of a Secret in the fleet's namespace.
+type SecretKeyRef struct {
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
+}
+
+// HealthSpec configures the supervision of agent workers.
+type HealthSpec struct {
+	// Heartbeat turns on the heartbeat contract: each worker renews a Lease named after its pod.
+	// Without it, only crashes (from pod status) are detected.
+	// +optional
+	Heartbeat *HeartbeatSpec `json:"heartbeat,omitempty"`
+
+	// RestartBudget bounds replacements: past it the fleet is Degraded and replacement stops.
+	// +kubebuilder:default={}
+	// +optional
+	RestartBudget RestartBudget `json:"restartBudget,omitempty"`
+}
+
+// HeartbeatSpec is the heartbeat contract of agent workers.
+//
+// +kubebuilder:validation:XValidation:rule="self.progressDeadlineSeconds > self.intervalSeconds",message="progressDeadlineSeconds must be greater than intervalSeconds: an agent needs time to renew its heartbeat"
+type HeartbeatSpec struct {
+	// IntervalSeconds is how often an agent renews its Lease at the least.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=3600
+	// +kubebuilder:default=10
+	// +optional
+	IntervalSeconds int32 `json:"intervalSeconds,omitempty"`
+	// ProgressDeadlineSeconds: an agent whose Lease is not renewed, or that is working without a
+	// step, for this long is stalled.
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=86400
+	// +kubebuilder:default=300
+	// +optional
+	ProgressDeadlineSeconds int32 `json:"progressDeadlineSeconds,omitempty"`
+	// MaxRepeatedActions: an agent taking the same action this many times in a row is looping.
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=100000
+	// +kubebuilder:default=20
+	// +optional
+	MaxRepeatedActions int32 `json:"maxRepeatedActions,omitempty"`
+	// MaxStepsPerTask: an agent taking this many steps in one task is looping.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +kubebuilder:default=500
+	// +optional
+	MaxStepsPerTask int32 `json:"maxStepsPerTask,omitempty"`
+}
+
+// RestartBudget bounds how many workers may be replaced in a sliding window.
+type RestartBudget struct {
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000
+	// +kubebuilder:default=10
+	// +optional
+	MaxRestarts *int32 `json:"maxRestarts,omitempty"`
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=604800
+	// +kubebuilder:default=3600
+	// +optional
+	WindowSeconds int32 `json:"windowSeconds,omitempty"`
+}
+
+// DependencyRef names an object in the fleet's namespace.
+type DependencyRef struct {
+	// APIVersion, e.g. apps/v1.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$`
+	APIVersion string `json:"apiVersion"`
+	// Kind, e.g. StatefulSet.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Z][A-Za-z0-9]*$`
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// RolloutSpec configures rolling replacement of workers.
+type RolloutSpec struct {
+	// MaxUnavailable is how many workers may be down for replacement at once, as a count or a
+	// percentage of replicas (rounded down, at least 1).
+	// +kubebuilder:default="25%"
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="maxUnavailable must be a count of at least 1 or a percentage from 1% to 100%: with 0 no worker could ever be replaced"
+	// +optional
+	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+}
+
+// JobSpec is a Ray job run against the fleet's RayCluster.
+type JobSpec struct {
+	// Name is unique in the fleet and part of the RayJob's name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=30
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="job name must be a DNS-1035 label: lower-case letters, digits and '-', starting with a letter"
+	Name string `json:"name"`
+	// Entrypoint is the command submitted to Ray, e.g. "python eval.py".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	Entrypoint string `json:"entrypoint"`
+	// RuntimeEnvYAML is Ray's runtime environment, as YAML.
+	// +kubebuilder:validation:MaxLength=65536
+	// +optional
+	RuntimeEnvYAML string `json:"runtimeEnvYAML,omitempty"`
+	// ActiveDeadlineSeconds bounds a run: past it the RayJob fails.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	ActiveDeadlineSeconds *int32 `json:"activeDeadlineSeconds,omitempty"`
+	// Schedule, in cron syntax (five fields, or @hourly, @daily, …), runs the job repeatedly; without
+	// it the job runs once per change of its spec.
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$') || self.matches('^(TZ=[A-Za-z_/+-]+ )?[*?0-9A-Za-z,/-]+( [*?0-9A-Za-z,/-]+){4}$')",message="schedule must be cron syntax: five fields (minute hour day-of-month month day-of-week, e.g. \"0 3 * * *\") or one of @yearly, @monthly, @weekly, @daily, @hourly"
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+	// Suspend stops new runs of the job.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// AgentFleetStatus is the observed state of a fleet, computed from what the operator observes.
+type AgentFleetStatus struct {
+	// ObservedGeneration is the generation last reconciled successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready, Progressing, Degraded, and kstatus' Reconciling and Stalled.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Phase summarises the conditions for people: Pending, Progressing, Running, Degraded, Suspended.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// Replicas is the number of agent worker pods observed.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas is the number of agent worker pods Ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// UpdatedReplicas is the number of agent worker pods on the current template.
+	// +optional
+	UpdatedReplicas int32 `json:"updatedReplicas,omitempty"`
+	// Workers is "ready/declared", for kubectl.
+	// +optional
+	Workers string `json:"workers,omitempty"`
+
+	// RayClusterName is the fleet's RayCluster.
+	// +optional
+	RayClusterName string `json:"rayClusterName,omitempty"`
+	// DashboardURL is the Ray dashboard, inside the cluster.
+	// +optional
+	DashboardURL string `json:"dashboardURL,omitempty"`
+	// PromptHash is the SHA-256 of the prompt the workers run.
+	// +optional
+	PromptHash string `json:"promptHash,omitempty"`
+	// ModelVersion is the model version the workers run.
+	// +optional
+	ModelVersion string `json:"modelVersion,omitempty"`
+	// Revision is the hash of the worker template the fleet is rolled to.
+	// +optional
+	Revision string `json:"revision,omitempty"`
+
+	// Restarts counts worker replacements by reason.
+	// +optional
+	Restarts RestartCounts `json:"restarts,omitempty"`
+
+	// Jobs is the state of each job's latest RayJob.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Jobs []JobStatus `json:"jobs,omitempty"`
+
+	// GPUs the fleet requests, in all.
+	// +optional
+	GPUs GPUStatus `json:"gpus,omitempty"`
+}
+
+// Phase summarises a fleet's conditions.
+// +kubebuilder:validation:Enum=Pending;Progressing;Running;Degraded;Suspended
+type Phase string
+
+// Phases.
+const (
+	PhasePending     Phase = "Pending"
+	PhaseProgressing Phase = "Progressing"
+	PhaseRunning     Phase = "Running"
+	PhaseDegraded    Phase = "Degraded"
+	PhaseSuspended   Phase = "Suspended"
+)
+
+// RestartCounts counts worker replacements by reason.
+type RestartCounts struct {
+	// +optional
+	Crashed int32 `json:"crashed,omitempty"`
+	// +optional
+	Stalled int32 `json:"stalled,omitempty"`
+	// +optional
+	Looping int32 `json:"looping,omitempty"`
+	// +optional
+	GPUUnhealthy int32 `json:"gpuUnhealthy,omitempty"`
+}
+
+// JobStatus is the state of a job's latest RayJob.
+type JobStatus struct {
+	Name string `json:"name"`
+	// RayJobName is the latest RayJob of this job.
+	// +optional
+	RayJobName string `json:"rayJobName,omitempty"`
+	// JobStatus is Ray's status of the job (PENDING, RUNNING, SUCCEEDED, FAILED, STOPPED).
+	// +optional
+	JobStatus string `json:"jobStatus,omitempty"`
+	// DeploymentStatus is KubeRay's status of the RayJob.
+	// +optional
+	DeploymentStatus string `json:"deploymentStatus,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+	// LastScheduleTime is when the latest scheduled run was due.
+	// +optional
+	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
+}
+
+// GPUStatus is the fleet's GPU request.
+type GPUStatus struct {
+	// Requested is the number of GPUs the declared workers request in all.
+	// +optional
+	Requested int32 `json:"requested,omitempty"`
+	// +optional
+	Product string `json:"product,omitempty"`
+}
+
+// AgentFleetList is a list of AgentFleets.
+//
+// +kubebuilder:object:root=true
+type AgentFleetList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentFleet `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AgentFleet{}, &AgentFleetList{})
+}
