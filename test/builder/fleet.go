@@ -64,7 +64,10 @@ func (w *FleetWrapper) Model(name, version string) *FleetWrapper {
 }
 
 // ModelEndpoint sets the model endpoint.
-func (w *FleetWrapper) ModelEndpoint(url string) *FleetWrapper { w.f.Spec.Model.Endpoint = url; return w }
+func (w *FleetWrapper) ModelEndpoint(url string) *FleetWrapper {
+	w.f.Spec.Model.Endpoint = url
+	return w
+}
 
 // Prompt sets the prompt ConfigMap and key.
 func (w *FleetWrapper) Prompt(configMap, key string) *FleetWrapper {

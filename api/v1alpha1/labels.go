@@ -1,0 +1,42 @@
+package v1alpha1
+
+// Labels and annotations AgentFleet puts on what it creates. They are a contract: cost reports,
+// dashboards, the supervisor and people's selectors read them.
+const (
+	// LabelFleet names the fleet on its RayCluster, RayJobs, pods and heartbeat Leases, and as a Ray
+	// node label, so that the Ray dashboard shows which fleet a node belongs to.
+	LabelFleet = "agentfleet.dev/fleet"
+	// LabelRole is "head" or "agent" on pods and Ray nodes.
+	LabelRole = "agentfleet.dev/role"
+	// LabelModelVersion is spec.model.version, on every pod.
+	LabelModelVersion = "agentfleet.dev/model-version"
+	// LabelPromptHash is the first 16 hex digits of the prompt's SHA-256 (a label value holds 63
+	// characters; the full hash is in AnnotationPromptHash).
+	LabelPromptHash = "agentfleet.dev/prompt-hash"
+	// LabelWorkerHash is the hash of the worker pod template: pods whose value differs from the
+	// RayCluster's current one run an outdated template and are rolled.
+	LabelWorkerHash = "agentfleet.dev/worker-hash"
+	// LabelCostCenter is spec.costCenter, for cost reports.
+	LabelCostCenter = "agentfleet.dev/cost-center"
+	// LabelJob names the fleet's job on a RayJob.
+	LabelJob = "agentfleet.dev/job"
+
+	// AnnotationPromptHash is the full SHA-256 of the prompt text, on pod templates: a prompt change
+	// changes the template.
+	AnnotationPromptHash = "agentfleet.dev/prompt-hash"
+	// AnnotationTemplateHash is the hash of the RayCluster spec AgentFleet wrote, leaving out what
+	// KubeRay and the rollout change (replicas, workersToDelete, suspend); a difference between it
+	// and the hash of the observed spec is a hand edit to revert.
+	AnnotationTemplateHash = "agentfleet.dev/template-hash"
+	// AnnotationJobSpecHash is the hash of the job spec a RayJob was made from.
+	AnnotationJobSpecHash = "agentfleet.dev/job-spec-hash"
+	// AnnotationScheduledTime is when a scheduled RayJob run was due (RFC 3339).
+	AnnotationScheduledTime = "agentfleet.dev/scheduled-time"
+
+	// RoleHead and RoleAgent are the values of LabelRole.
+	RoleHead  = "head"
+	RoleAgent = "agent"
+
+	// WorkerGroup is the name of the Ray worker group that runs the agents.
+	WorkerGroup = "agents"
+)

@@ -1,0 +1,413 @@
+// Package rayspecs builds the KubeRay objects of an AgentFleet: its RayCluster and the RayJobs of its
+// jobs. The builders are pure: no client, no context, no environment, no clock. The same inputs give
+// the same objects, byte for byte, so neither the controller nor ArgoCD ever sees a spurious diff.
+package rayspecs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/utils/ptr"
+	kjson "sigs.k8s.io/json"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/gpu"
+)
+
+// Container names, ports and paths of the generated pods.
+const (
+	HeadContainer   = "ray-head"
+	WorkerContainer = "ray-worker"
+
+	DashboardPort int32 = 8265
+	GCSPort       int32 = 6379
+	ClientPort    int32 = 10001
+	MetricsPort   int32 = 8080
+
+	promptVolume   = "agentfleet-prompt"
+	promptMountDir = "/etc/agentfleet/prompt"
+)
+
+// Environment variables the operator sets in every agent container.
+const (
+	EnvFleet             = "AGENTFLEET_FLEET"
+	EnvNamespace         = "AGENTFLEET_NAMESPACE"
+	EnvPodName           = "AGENTFLEET_POD_NAME"
+	EnvModelName         = "AGENTFLEET_MODEL_NAME"
+	EnvModelVersion      = "AGENTFLEET_MODEL_VERSION"
+	EnvModelEndpoint     = "AGENTFLEET_MODEL_ENDPOINT"
+	EnvPromptFile        = "AGENTFLEET_PROMPT_FILE"
+	EnvHeartbeatInterval = "AGENTFLEET_HEARTBEAT_INTERVAL"
+)
+
+// Inputs are what the builder needs besides the fleet, resolved by the caller.
+type Inputs struct {
+	// Prompt is the prompt text, the value of the key spec.prompt.configMapRef names. Required when
+	// the fleet has a prompt.
+	Prompt *string
+}
+
+// Options are settings of the operator, not of the fleet.
+type Options struct {
+	// WorkerServiceAccount, when set, runs the agent workers as this ServiceAccount (the supervisor's
+	// heartbeat Leases need one).
+	WorkerServiceAccount string
+}
+
+// Default resources, when the fleet sets none.
+var (
+	defaultHeadCPU      = resource.MustParse("1")
+	defaultHeadMemory   = resource.MustParse("4Gi")
+	defaultWorkerCPU    = resource.MustParse("1")
+	defaultWorkerMemory = resource.MustParse("2Gi")
+)
+
+// ClusterName is the name of a fleet's RayCluster.
+func ClusterName(f *v1alpha1.AgentFleet) string { return f.Name }
+
+// PromptHash is the hex SHA-256 of a prompt's text.
+func PromptHash(text string) string {
+	sum := sha256.Sum256([]byte(text))
+	return hex.EncodeToString(sum[:])
+}
+
+// RayCluster builds the RayCluster of a fleet: a head that runs no agents and the worker group
+// "agents" held at spec.replicas, autoscaling off.
+func RayCluster(f *v1alpha1.AgentFleet, in Inputs, o Options) (*rayv1.RayCluster, error) {
+	key := f.Namespace + "/" + f.Name
+	promptHash := ""
+	if f.Spec.Prompt != nil {
+		if in.Prompt == nil {
+			ref := f.Spec.Prompt.ConfigMapRef
+			return nil, fmt.Errorf("building RayCluster for %s: no text for the prompt in ConfigMap %q key %q", key, ref.Name, ref.Key)
+		}
+		promptHash = PromptHash(*in.Prompt)
+	}
+
+	head, err := headTemplate(f, promptHash)
+	if err != nil {
+		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
+	}
+	worker, err := workerTemplate(f, promptHash, o)
+	if err != nil {
+		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
+	}
+
+	replicas := ptr.Deref(f.Spec.Replicas, 1)
+	workerStart := map[string]string{"metrics-export-port": strconv.Itoa(int(MetricsPort))}
+	if f.Spec.Worker.GPUs > 0 {
+		workerStart["num-gpus"] = strconv.Itoa(int(f.Spec.Worker.GPUs))
+	}
+	rc := &rayv1.RayCluster{
+		TypeMeta: metav1.TypeMeta{APIVersion: rayv1.GroupVersion.String(), Kind: "RayCluster"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:            ClusterName(f),
+			Namespace:       f.Namespace,
+			Labels:          fleetLabels(f, "ray-cluster"),
+			OwnerReferences: []metav1.OwnerReference{ownerRef(f)},
+		},
+		Spec: rayv1.RayClusterSpec{
+			RayVersion: f.Spec.RayVersion,
+			Suspend:    ptr.To(f.Spec.Suspend),
+			HeadGroupSpec: rayv1.HeadGroupSpec{
+				// The head runs no agents: num-cpus 0 keeps Ray from scheduling work on it.
+				RayStartParams: map[string]string{
+					"dashboard-host":      "0.0.0.0",
+					"metrics-export-port": strconv.Itoa(int(MetricsPort)),
+					"num-cpus":            "0",
+				},
+				Labels:   map[string]string{v1alpha1.LabelFleet: f.Name, v1alpha1.LabelRole: v1alpha1.RoleHead},
+				Template: head,
+			},
+			WorkerGroupSpecs: []rayv1.WorkerGroupSpec{{
+				GroupName:      v1alpha1.WorkerGroup,
+				Replicas:       ptr.To(replicas),
+				MinReplicas:    ptr.To(replicas),
+				MaxReplicas:    ptr.To(replicas),
+				NumOfHosts:     1,
+				RayStartParams: workerStart,
+				Labels: map[string]string{
+					v1alpha1.LabelFleet:        f.Name,
+					v1alpha1.LabelRole:         v1alpha1.RoleAgent,
+					v1alpha1.LabelModelVersion: f.Spec.Model.Version,
+				},
+				Template: worker,
+			}},
+		},
+	}
+	hash, err := TemplateHash(&rc.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
+	}
+	rc.Annotations = map[string]string{v1alpha1.AnnotationTemplateHash: hash}
+	return rc, nil
+}
+
+// TemplateHash hashes a RayCluster spec leaving out what changes without a change of template: the
+// worker counts and workersToDelete (KubeRay's RayService leaves out the same) and suspend.
+func TemplateHash(spec *rayv1.RayClusterSpec) (string, error) {
+	s := spec.DeepCopy()
+	s.Suspend = nil
+	for i := range s.WorkerGroupSpecs {
+		g := &s.WorkerGroupSpecs[i]
+		g.Replicas, g.MinReplicas, g.MaxReplicas = nil, nil, nil
+		g.ScaleStrategy.WorkersToDelete = nil
+	}
+	return hashJSON(s)
+}
+
+// WorkerHash is the agentfleet.dev/worker-hash label of a RayCluster's agent workers: pods with
+// another value run an outdated template.
+func WorkerHash(rc *rayv1.RayCluster) string {
+	for _, g := range rc.Spec.WorkerGroupSpecs {
+		if g.GroupName == v1alpha1.WorkerGroup {
+			return g.Template.Labels[v1alpha1.LabelWorkerHash]
+		}
+	}
+	return ""
+}
+
+func hashJSON(v any) (string, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("hashing: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+func ownerRef(f *v1alpha1.AgentFleet) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         v1alpha1.GroupVersion.String(),
+		Kind:               v1alpha1.Kind,
+		Name:               f.Name,
+		UID:                f.UID,
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}
+}
+
+// fleetLabels are the labels of everything a fleet owns.
+func fleetLabels(f *v1alpha1.AgentFleet, component string) map[string]string {
+	l := map[string]string{
+		v1alpha1.LabelFleet:            f.Name,
+		"app.kubernetes.io/name":       "agentfleet",
+		"app.kubernetes.io/instance":   f.Name,
+		"app.kubernetes.io/component":  component,
+		"app.kubernetes.io/part-of":    "agentfleet",
+		"app.kubernetes.io/managed-by": "agentfleet-operator",
+	}
+	if f.Spec.CostCenter != "" {
+		l[v1alpha1.LabelCostCenter] = f.Spec.CostCenter
+	}
+	return l
+}
+
+// podLabels are the labels of a fleet's head or worker pods.
+func podLabels(f *v1alpha1.AgentFleet, role, promptHash string) map[string]string {
+	l := fleetLabels(f, role)
+	l[v1alpha1.LabelRole] = role
+	l[v1alpha1.LabelModelVersion] = f.Spec.Model.Version
+	if promptHash != "" {
+		l[v1alpha1.LabelPromptHash] = promptHash[:16]
+	}
+	return l
+}
+
+func headTemplate(f *v1alpha1.AgentFleet, promptHash string) (corev1.PodTemplateSpec, error) {
+	c := agentContainer(f, HeadContainer)
+	c.Resources = corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    deref(f.Spec.Head.CPU, defaultHeadCPU),
+			corev1.ResourceMemory: deref(f.Spec.Head.Memory, defaultHeadMemory),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: deref(f.Spec.Head.Memory, defaultHeadMemory)},
+	}
+	c.Ports = []corev1.ContainerPort{
+		{Name: "gcs", ContainerPort: GCSPort, Protocol: corev1.ProtocolTCP},
+		{Name: "dashboard", ContainerPort: DashboardPort, Protocol: corev1.ProtocolTCP},
+		{Name: "client", ContainerPort: ClientPort, Protocol: corev1.ProtocolTCP},
+		{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+	}
+	t := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: podLabels(f, v1alpha1.RoleHead, promptHash), Annotations: promptAnnotations(promptHash)},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{c}, Volumes: promptVolumes(f)},
+	}
+	return mergeOverride(t, f.Spec.Head.PodTemplate, "spec.head.podTemplate")
+}
+
+func workerTemplate(f *v1alpha1.AgentFleet, promptHash string, o Options) (corev1.PodTemplateSpec, error) {
+	w := f.Spec.Worker
+	c := agentContainer(f, WorkerContainer)
+	if f.Spec.Health.Heartbeat != nil {
+		c.Env = append(c.Env, corev1.EnvVar{Name: EnvHeartbeatInterval, Value: strconv.Itoa(int(f.Spec.Health.Heartbeat.IntervalSeconds))})
+	}
+	c.Resources = corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{
+			corev1.ResourceCPU:    deref(w.CPU, defaultWorkerCPU),
+			corev1.ResourceMemory: deref(w.Memory, defaultWorkerMemory),
+		},
+		Limits: corev1.ResourceList{corev1.ResourceMemory: deref(w.Memory, defaultWorkerMemory)},
+	}
+	c.Ports = []corev1.ContainerPort{{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP}}
+	spec := corev1.PodSpec{
+		Containers:         []corev1.Container{c},
+		Volumes:            promptVolumes(f),
+		ServiceAccountName: o.WorkerServiceAccount,
+		NodeSelector:       copyMap(w.NodeSelector),
+	}
+	if w.GPUs > 0 {
+		c := &spec.Containers[0]
+		c.Resources.Limits[gpu.Resource] = *resource.NewQuantity(int64(w.GPUs), resource.DecimalSI)
+		spec.Tolerations = append(spec.Tolerations, corev1.Toleration{Key: gpu.TaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
+		spec.Affinity = gpuAffinity(w.GPUProduct)
+	}
+	spec.Tolerations = append(spec.Tolerations, w.Tolerations...)
+	t := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: podLabels(f, v1alpha1.RoleAgent, promptHash), Annotations: promptAnnotations(promptHash)},
+		Spec:       spec,
+	}
+	t, err := mergeOverride(t, w.PodTemplate, "spec.worker.podTemplate")
+	if err != nil {
+		return t, err
+	}
+	hash, err := hashJSON(t)
+	if err != nil {
+		return t, err
+	}
+	if t.Labels == nil {
+		t.Labels = map[string]string{}
+	}
+	t.Labels[v1alpha1.LabelWorkerHash] = hash
+	return t, nil
+}
+
+// gpuAffinity requires a node of the GPU product, when one is named, whose GPUs the health agent
+// has not marked unhealthy (NotIn also matches nodes without the label).
+func gpuAffinity(product string) *corev1.Affinity {
+	exprs := []corev1.NodeSelectorRequirement{}
+	if product != "" {
+		exprs = append(exprs, corev1.NodeSelectorRequirement{Key: gpu.ProductLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{product}})
+	}
+	exprs = append(exprs, corev1.NodeSelectorRequirement{Key: gpu.HealthLabel, Operator: corev1.NodeSelectorOpNotIn, Values: []string{gpu.HealthUnhealthy}})
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: exprs}},
+		},
+	}}
+}
+
+// agentContainer is the container common to head and workers: image, identity, model, prompt, env.
+func agentContainer(f *v1alpha1.AgentFleet, name string) corev1.Container {
+	env := []corev1.EnvVar{
+		{Name: EnvFleet, Value: f.Name},
+		{Name: EnvNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
+		{Name: EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: EnvModelName, Value: f.Spec.Model.Name},
+		{Name: EnvModelVersion, Value: f.Spec.Model.Version},
+	}
+	if f.Spec.Model.Endpoint != "" {
+		env = append(env, corev1.EnvVar{Name: EnvModelEndpoint, Value: f.Spec.Model.Endpoint})
+	}
+	var mounts []corev1.VolumeMount
+	if p := f.Spec.Prompt; p != nil {
+		env = append(env, corev1.EnvVar{Name: EnvPromptFile, Value: path.Join(promptMountDir, p.ConfigMapRef.Key)})
+		mounts = append(mounts, corev1.VolumeMount{Name: promptVolume, MountPath: promptMountDir, ReadOnly: true})
+	}
+	for _, e := range f.Spec.Env {
+		env = append(env, corev1.EnvVar{Name: e.Name, Value: e.Value})
+	}
+	for _, e := range f.Spec.SecretEnv {
+		env = append(env, corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: e.SecretKeyRef.Name},
+			Key:                  e.SecretKeyRef.Key,
+		}}})
+	}
+	return corev1.Container{
+		Name:            name,
+		Image:           f.Spec.Image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Env:             env,
+		VolumeMounts:    mounts,
+	}
+}
+
+func promptVolumes(f *v1alpha1.AgentFleet) []corev1.Volume {
+	p := f.Spec.Prompt
+	if p == nil {
+		return nil
+	}
+	return []corev1.Volume{{
+		Name: promptVolume,
+		VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: p.ConfigMapRef.Name},
+			Items:                []corev1.KeyToPath{{Key: p.ConfigMapRef.Key, Path: p.ConfigMapRef.Key}},
+			DefaultMode:          ptr.To(int32(0o444)),
+		}},
+	}}
+}
+
+func promptAnnotations(promptHash string) map[string]string {
+	if promptHash == "" {
+		return nil
+	}
+	return map[string]string{v1alpha1.AnnotationPromptHash: promptHash}
+}
+
+// mergeOverride merges a fleet's partial pod template into a generated one by strategic merge,
+// after decoding it strictly: an unknown or misspelt field is an error that names it.
+func mergeOverride(t corev1.PodTemplateSpec, override *runtime.RawExtension, field string) (corev1.PodTemplateSpec, error) {
+	if override == nil || len(override.Raw) == 0 {
+		return t, nil
+	}
+	var probe corev1.PodTemplateSpec
+	strictErrs, err := kjson.UnmarshalStrict(override.Raw, &probe)
+	if err != nil {
+		return t, fmt.Errorf("%s: %w", field, err)
+	}
+	if len(strictErrs) > 0 {
+		return t, fmt.Errorf("%s: %w", field, strictErrs[0])
+	}
+	base, err := json.Marshal(t)
+	if err != nil {
+		return t, fmt.Errorf("%s: %w", field, err)
+	}
+	merged, err := strategicpatch.StrategicMergePatch(base, override.Raw, corev1.PodTemplateSpec{})
+	if err != nil {
+		return t, fmt.Errorf("%s: merging into the generated template: %w", field, err)
+	}
+	var out corev1.PodTemplateSpec
+	if err := json.Unmarshal(merged, &out); err != nil {
+		return t, fmt.Errorf("%s: %w", field, err)
+	}
+	return out, nil
+}
+
+func deref(q *resource.Quantity, def resource.Quantity) resource.Quantity {
+	if q == nil {
+		return def.DeepCopy()
+	}
+	return q.DeepCopy()
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,334 @@
+package rayspecs_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/gpu"
+	"github.com/agentfleet/agentfleet/rayspecs"
+	"github.com/agentfleet/agentfleet/test/builder"
+)
+
+const prompt = "You are a careful research agent."
+
+func fleet() *builder.FleetWrapper { return builder.MakeAgentFleet("research", "agents") }
+
+func build(t *testing.T, f *v1alpha1.AgentFleet, in rayspecs.Inputs) *rayv1.RayCluster {
+	t.Helper()
+	rc, err := rayspecs.RayCluster(f, in, rayspecs.Options{})
+	if err != nil {
+		t.Fatalf("RayCluster: %v", err)
+	}
+	if err := rayutils.ValidateRayClusterMetadata(rc.ObjectMeta); err != nil {
+		t.Errorf("KubeRay refuses the metadata: %v", err)
+	}
+	if err := rayutils.ValidateRayClusterSpec(&rc.Spec, rc.Annotations); err != nil {
+		t.Errorf("KubeRay refuses the spec: %v", err)
+	}
+	return rc
+}
+
+func workers(rc *rayv1.RayCluster) *rayv1.WorkerGroupSpec { return &rc.Spec.WorkerGroupSpecs[0] }
+
+func TestGPUScheduling(t *testing.T) {
+	gpuToleration := []corev1.Toleration{{Key: gpu.TaintKey, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
+	healthy := corev1.NodeSelectorRequirement{Key: gpu.HealthLabel, Operator: corev1.NodeSelectorOpNotIn, Values: []string{"unhealthy"}}
+	affinity := func(exprs ...corev1.NodeSelectorRequirement) *corev1.Affinity {
+		return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: exprs}},
+		}}}
+	}
+	type want struct {
+		GPULimit    *resource.Quantity
+		NumGPUs     string
+		Tolerations []corev1.Toleration
+		Affinity    *corev1.Affinity
+	}
+	cases := map[string]struct {
+		fleet *v1alpha1.AgentFleet
+		want  want
+	}{
+		"CPU-only fleet gets none of it": {fleet().Obj(), want{}},
+		"GPUs without a product": {fleet().GPUs(2, "").Obj(), want{
+			GPULimit: ptr.To(resource.MustParse("2")), NumGPUs: "2", Tolerations: gpuToleration, Affinity: affinity(healthy),
+		}},
+		"GPUs of a product": {fleet().GPUs(1, "NVIDIA-H100-80GB-HBM3").Obj(), want{
+			GPULimit: ptr.To(resource.MustParse("1")), NumGPUs: "1", Tolerations: gpuToleration,
+			Affinity: affinity(corev1.NodeSelectorRequirement{Key: gpu.ProductLabel, Operator: corev1.NodeSelectorOpIn, Values: []string{"NVIDIA-H100-80GB-HBM3"}}, healthy),
+		}},
+		"user tolerations come after the GPU one": {fleet().GPUs(8, "").Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Worker.Tolerations = []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "agents", Effect: corev1.TaintEffectNoSchedule}}
+		}).Obj(), want{
+			GPULimit: ptr.To(resource.MustParse("8")), NumGPUs: "8",
+			Tolerations: append(gpuToleration, corev1.Toleration{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "agents", Effect: corev1.TaintEffectNoSchedule}),
+			Affinity:    affinity(healthy),
+		}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := workers(build(t, tc.fleet, rayspecs.Inputs{}))
+			c := w.Template.Spec.Containers[0]
+			got := want{NumGPUs: w.RayStartParams["num-gpus"], Tolerations: w.Template.Spec.Tolerations, Affinity: w.Template.Spec.Affinity}
+			if q, ok := c.Resources.Limits[gpu.Resource]; ok {
+				got.GPULimit = &q
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("GPU scheduling (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestWorkerGroupIsHeldAtReplicas(t *testing.T) {
+	for name, replicas := range map[string]int32{"zero": 0, "one": 1, "many": 250} {
+		t.Run(name, func(t *testing.T) {
+			w := workers(build(t, fleet().Replicas(replicas).Obj(), rayspecs.Inputs{}))
+			got := []int32{*w.Replicas, *w.MinReplicas, *w.MaxReplicas}
+			if diff := cmp.Diff([]int32{replicas, replicas, replicas}, got); diff != "" {
+				t.Errorf("replicas, minReplicas, maxReplicas (-want +got):\n%s", diff)
+			}
+			if w.GroupName != "agents" {
+				t.Errorf("group %q, want agents", w.GroupName)
+			}
+		})
+	}
+}
+
+func TestPromptIsMountedAndHashed(t *testing.T) {
+	f := fleet().Prompt("research-prompt", "system.md").Obj()
+	rc := build(t, f, rayspecs.Inputs{Prompt: ptr.To(prompt)})
+	hash := rayspecs.PromptHash(prompt)
+	if len(hash) != 64 {
+		t.Fatalf("prompt hash %q is not a hex SHA-256", hash)
+	}
+	for name, tmpl := range map[string]corev1.PodTemplateSpec{"head": rc.Spec.HeadGroupSpec.Template, "worker": workers(rc).Template} {
+		t.Run(name, func(t *testing.T) {
+			if got := tmpl.Annotations[v1alpha1.AnnotationPromptHash]; got != hash {
+				t.Errorf("annotation %s = %q, want %q", v1alpha1.AnnotationPromptHash, got, hash)
+			}
+			if got := tmpl.Labels[v1alpha1.LabelPromptHash]; got != hash[:16] {
+				t.Errorf("label %s = %q, want %q", v1alpha1.LabelPromptHash, got, hash[:16])
+			}
+			wantVolume := []corev1.Volume{{Name: "agentfleet-prompt", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "research-prompt"},
+				Items:                []corev1.KeyToPath{{Key: "system.md", Path: "system.md"}},
+				DefaultMode:          ptr.To(int32(0o444)),
+			}}}}
+			if diff := cmp.Diff(wantVolume, tmpl.Spec.Volumes); diff != "" {
+				t.Errorf("volumes (-want +got):\n%s", diff)
+			}
+			c := tmpl.Spec.Containers[0]
+			if diff := cmp.Diff([]corev1.VolumeMount{{Name: "agentfleet-prompt", MountPath: "/etc/agentfleet/prompt", ReadOnly: true}}, c.VolumeMounts); diff != "" {
+				t.Errorf("mounts (-want +got):\n%s", diff)
+			}
+			if got := envValue(c, rayspecs.EnvPromptFile); got != "/etc/agentfleet/prompt/system.md" {
+				t.Errorf("%s = %q", rayspecs.EnvPromptFile, got)
+			}
+		})
+	}
+}
+
+func TestPromptWithoutTextIsAnError(t *testing.T) {
+	_, err := rayspecs.RayCluster(fleet().Prompt("research-prompt", "system.md").Obj(), rayspecs.Inputs{}, rayspecs.Options{})
+	if err == nil || !strings.Contains(err.Error(), `ConfigMap "research-prompt" key "system.md"`) {
+		t.Errorf("err = %v, want one naming the ConfigMap and key", err)
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	f := fleet().ModelEndpoint("https://models.internal/v1").Env("LOG_LEVEL", "debug").SecretEnv("ANTHROPIC_API_KEY", "llm-keys", "anthropic").
+		Heartbeat(10, 60, 20, 500).Obj()
+	rc := build(t, f, rayspecs.Inputs{})
+	got := workers(rc).Template.Spec.Containers[0].Env
+	field := func(path string) *corev1.EnvVarSource {
+		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}
+	}
+	want := []corev1.EnvVar{
+		{Name: "AGENTFLEET_FLEET", Value: "research"},
+		{Name: "AGENTFLEET_NAMESPACE", ValueFrom: field("metadata.namespace")},
+		{Name: "AGENTFLEET_POD_NAME", ValueFrom: field("metadata.name")},
+		{Name: "AGENTFLEET_MODEL_NAME", Value: "claude-sonnet-4-5"},
+		{Name: "AGENTFLEET_MODEL_VERSION", Value: "2025-09-29"},
+		{Name: "AGENTFLEET_MODEL_ENDPOINT", Value: "https://models.internal/v1"},
+		{Name: "LOG_LEVEL", Value: "debug"},
+		{Name: "ANTHROPIC_API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "llm-keys"}, Key: "anthropic"}}},
+		{Name: "AGENTFLEET_HEARTBEAT_INTERVAL", Value: "10"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("worker env (-want +got):\n%s", diff)
+	}
+	if head := rc.Spec.HeadGroupSpec.Template.Spec.Containers[0]; envValue(head, rayspecs.EnvHeartbeatInterval) != "" {
+		t.Error("the head, which runs no agent, got a heartbeat interval")
+	}
+}
+
+func TestLabelsOwnerAndRayNodeLabels(t *testing.T) {
+	f := fleet().CostCenter("research").Obj()
+	rc := build(t, f, rayspecs.Inputs{})
+	wantOwner := []metav1.OwnerReference{{APIVersion: "agentfleet.dev/v1alpha1", Kind: "AgentFleet", Name: "research", UID: "uid-research",
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}
+	if diff := cmp.Diff(wantOwner, rc.OwnerReferences); diff != "" {
+		t.Errorf("owner references (-want +got):\n%s", diff)
+	}
+	pod := workers(rc).Template.Labels
+	for k, v := range map[string]string{
+		v1alpha1.LabelFleet: "research", v1alpha1.LabelModelVersion: "2025-09-29", v1alpha1.LabelRole: "agent",
+		v1alpha1.LabelCostCenter: "research", "app.kubernetes.io/instance": "research", "app.kubernetes.io/managed-by": "agentfleet-operator",
+	} {
+		if pod[k] != v {
+			t.Errorf("worker pod label %s = %q, want %q", k, pod[k], v)
+		}
+	}
+	if diff := cmp.Diff(map[string]string{v1alpha1.LabelFleet: "research", v1alpha1.LabelRole: "agent", v1alpha1.LabelModelVersion: "2025-09-29"}, workers(rc).Labels); diff != "" {
+		t.Errorf("Ray node labels of workers (-want +got):\n%s", diff)
+	}
+	head := rc.Spec.HeadGroupSpec
+	if head.RayStartParams["dashboard-host"] != "0.0.0.0" || head.RayStartParams["metrics-export-port"] != "8080" || head.RayStartParams["num-cpus"] != "0" {
+		t.Errorf("head rayStartParams = %v, want the dashboard exposed, metrics on 8080 and no work scheduled on the head", head.RayStartParams)
+	}
+	if head.Labels[v1alpha1.LabelFleet] != "research" {
+		t.Errorf("Ray node labels of the head = %v", head.Labels)
+	}
+}
+
+// The template hash leaves out replicas, workersToDelete and suspend, and changes with what the
+// workers run; the worker hash changes only with the worker template.
+func TestHashes(t *testing.T) {
+	base := fleet().Prompt("p", "system.md")
+	baseRC := build(t, base.Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)})
+	cases := map[string]struct {
+		rc                       *rayv1.RayCluster
+		templateSame, workerSame bool
+	}{
+		"replicas": {build(t, fleet().Prompt("p", "system.md").Replicas(9).Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), true, true},
+		"suspend":  {build(t, fleet().Prompt("p", "system.md").Suspend(true).Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), true, true},
+		"workersToDelete": {func() *rayv1.RayCluster {
+			rc := baseRC.DeepCopy()
+			workers(rc).ScaleStrategy.WorkersToDelete = []string{"research-agents-worker-abcde"}
+			return rc
+		}(), true, true},
+		"prompt text":   {build(t, fleet().Prompt("p", "system.md").Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt + " Be brief.")}), false, false},
+		"model version": {build(t, fleet().Prompt("p", "system.md").Model("claude-sonnet-4-5", "2025-10-15").Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), false, false},
+		"image":         {build(t, fleet().Prompt("p", "system.md").Image("agent:2").Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), false, false},
+		"env":           {build(t, fleet().Prompt("p", "system.md").Env("X", "1").Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), false, false},
+		"head memory": {build(t, fleet().Prompt("p", "system.md").Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Head.Memory = ptr.To(resource.MustParse("16Gi"))
+		}).Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)}), false, true},
+	}
+	baseHash := mustTemplateHash(t, baseRC)
+	if baseHash != baseRC.Annotations[v1alpha1.AnnotationTemplateHash] {
+		t.Fatalf("annotation %s = %q, want TemplateHash %q", v1alpha1.AnnotationTemplateHash, baseRC.Annotations[v1alpha1.AnnotationTemplateHash], baseHash)
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := mustTemplateHash(t, tc.rc) == baseHash; got != tc.templateSame {
+				t.Errorf("template hash unchanged = %v, want %v", got, tc.templateSame)
+			}
+			if got := rayspecs.WorkerHash(tc.rc) == rayspecs.WorkerHash(baseRC); got != tc.workerSame {
+				t.Errorf("worker hash unchanged = %v, want %v", got, tc.workerSame)
+			}
+		})
+	}
+}
+
+func mustTemplateHash(t *testing.T, rc *rayv1.RayCluster) string {
+	t.Helper()
+	h, err := rayspecs.TemplateHash(&rc.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestPodTemplateOverride(t *testing.T) {
+	override := func(yml string) func(*v1alpha1.AgentFleet) {
+		return func(f *v1alpha1.AgentFleet) {
+			data, err := yaml.YAMLToJSON([]byte(yml))
+			if err != nil {
+				panic(err)
+			}
+			f.Spec.Worker.PodTemplate = &runtime.RawExtension{Raw: data}
+		}
+	}
+	t.Run("merges by name and wins", func(t *testing.T) {
+		f := fleet().Mutate(override(`
+metadata:
+  annotations:
+    sidecar.istio.io/inject: "false"
+spec:
+  priorityClassName: agents
+  containers:
+  - name: ray-worker
+    env:
+    - name: LOG_LEVEL
+      value: trace
+  - name: browser
+    image: chromium:headless
+`)).Obj()
+		tmpl := workers(build(t, f, rayspecs.Inputs{})).Template
+		if tmpl.Spec.PriorityClassName != "agents" || tmpl.Annotations["sidecar.istio.io/inject"] != "false" {
+			t.Errorf("override not applied: priorityClassName %q, annotations %v", tmpl.Spec.PriorityClassName, tmpl.Annotations)
+		}
+		names := []string{}
+		for _, c := range tmpl.Spec.Containers {
+			names = append(names, c.Name)
+		}
+		if diff := cmp.Diff([]string{"ray-worker", "browser"}, names); diff != "" {
+			t.Errorf("containers (-want +got):\n%s", diff)
+		}
+		ray := tmpl.Spec.Containers[0]
+		if ray.Image != "registry.example.com/agents/researcher:1.0" || envValue(ray, "LOG_LEVEL") != "trace" || envValue(ray, "AGENTFLEET_FLEET") != "research" {
+			t.Errorf("the Ray container lost what was generated or missed the override: image %q, env %v", ray.Image, ray.Env)
+		}
+	})
+	t.Run("an unknown field is an error naming it", func(t *testing.T) {
+		f := fleet().Mutate(override("spec:\n  containers:\n  - name: ray-worker\n    imagePullPolicyy: Always\n")).Obj()
+		_, err := rayspecs.RayCluster(f, rayspecs.Inputs{}, rayspecs.Options{})
+		if err == nil || !strings.Contains(err.Error(), "spec.worker.podTemplate") || !strings.Contains(err.Error(), "imagePullPolicyy") {
+			t.Errorf("err = %v, want one naming spec.worker.podTemplate and the unknown field", err)
+		}
+	})
+}
+
+// The same inputs give byte-identical YAML, however Go orders map iteration.
+func TestDeterministic(t *testing.T) {
+	f := fleet().GPUs(2, "NVIDIA-H100-80GB-HBM3").Prompt("p", "k").CostCenter("x").Env("A", "1").Env("B", "2").
+		Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Worker.NodeSelector = map[string]string{"a": "1", "b": "2", "c": "3", "d": "4"}
+		}).Obj()
+	first, err := yaml.Marshal(build(t, f, rayspecs.Inputs{Prompt: ptr.To(prompt)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		again, err := yaml.Marshal(build(t, f.DeepCopy(), rayspecs.Inputs{Prompt: ptr.To(prompt)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(first), string(again)); diff != "" {
+			t.Fatalf("second build differs (-first +again):\n%s", diff)
+		}
+	}
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
