@@ -52,7 +52,9 @@ lint: $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ## golangci-lint (config 
 	$(BIN)/golangci-lint run ./...
 
 .PHONY: verify
-verify: ## Fail if formatting, vet, lint or generated files are off.
+verify: generate manifests ## Fail if formatting, vet, lint or generated files are off.
+	@if [ -n "$$(git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd)" ]; then \
+	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
 	@for d in test/tools/*/; do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
@@ -130,3 +132,8 @@ generate: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## Deep-copy functi
 .PHONY: manifests
 manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into config/crd/bases.
 	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
+	go test ./rayspecs -run '^$$' -fuzz FuzzValidFleetsBuild -fuzztime $(FUZZTIME)

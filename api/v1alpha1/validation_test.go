@@ -18,6 +18,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
+	"github.com/agentfleet/agentfleet/test/crdschema"
 )
 
 // These tests run the CRD's schema and CEL rules in a real kube-apiserver (envtest).
@@ -65,6 +66,15 @@ func apiServer(t *testing.T) client.Client {
 		t.Skip("needs kube-apiserver (skipped in -short mode)")
 	}
 	return k8s
+}
+
+func offlineValidator(t *testing.T) *crdschema.Validator {
+	t.Helper()
+	v, err := crdschema.Load("../../config/crd/bases/agentfleet.dev_agentfleets.yaml", "v1alpha1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }
 
 func fleet() *builder.FleetWrapper { return builder.MakeAgentFleet("agents", "default") }
@@ -132,11 +142,16 @@ func TestInvalidFleetsAreRefusedWithTheirRule(t *testing.T) {
 		"cost center with a space": {fleet().CostCenter("ml research").Obj(),
 			"costCenter becomes a label value"},
 	}
+	offline := offlineValidator(t)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			f := tc.fleet
 			f.UID, f.Generation = "", 0
+			// The offline validator the fuzz test trusts must refuse it too.
+			if errs := offline.Object(f.DeepCopy()); len(errs) == 0 {
+				t.Errorf("crdschema accepts what the API server should refuse")
+			}
 			err := c.Create(ctx, f)
 			if !apierrors.IsInvalid(err) {
 				t.Fatalf("create: err = %v, want Invalid", err)
@@ -169,9 +184,13 @@ func TestValidFleetsAreAcceptedAndDefaulted(t *testing.T) {
 			MaxUnavailable(intstr.FromInt32(2)).Obj(),
 		"zero replicas": builder.MakeAgentFleet("zero", "default").Replicas(0).MaxUnavailable(intstr.FromString("100%")).Obj(),
 	}
+	offline := offlineValidator(t)
 	for name, f := range cases {
 		t.Run(name, func(t *testing.T) {
 			f.UID, f.Generation = "", 0
+			if errs := offline.Object(f.DeepCopy()); len(errs) > 0 {
+				t.Errorf("crdschema refuses a valid fleet: %v", errs.ToAggregate())
+			}
 			if err := c.Create(ctx, f); err != nil {
 				t.Fatalf("create: %v", err)
 			}

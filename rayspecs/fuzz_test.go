@@ -1,0 +1,109 @@
+package rayspecs_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/runtime"
+
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/rayspecs"
+)
+
+// FuzzValidFleetsBuild: any fleet the API server would accept (the CRD's schema and CEL rules, run
+// offline by crdschema) builds, without panicking, into a RayCluster and RayJobs that pass KubeRay's
+// own validation. The two fields the schema cannot check, podTemplate (schemaless) and
+// runtimeEnvYAML (YAML in a string), may fail to build, but only with an error naming them.
+//
+//	go test ./rayspecs -run '^$' -fuzz FuzzValidFleetsBuild -fuzztime 60s
+func FuzzValidFleetsBuild(f *testing.F) {
+	v := loadCRD(f)
+	f.Add("coders", int64(8), int64(1), "NVIDIA-H100-80GB-HBM3", "registry.example.com/agents/coder:2.0.1", "2.52.0",
+		"2025-07-31-fp8", "LOG_LEVEL", "info", "nightly", "0 3 * * *", "pip: [evals]", "25%", "platform", `{"spec":{"priorityClassName":"agents"}}`, true)
+	f.Add("a", int64(0), int64(0), "", "agent:1", "2.9.0", "v1", "X", "", "j", "", "", "1", "", "", false)
+	f.Add("research", int64(10000), int64(16), "NVIDIA-A100-SXM4-80GB", "a", "10.0.0", "x", "A_B", "sk-short", "eval", "@hourly", "{}", "100%", "", `{"metadata":{"labels":{"x":"y"}}}`, true)
+	f.Fuzz(func(t *testing.T, name string, replicas, gpus int64, product, image, rayVersion, modelVersion, envName, envValue,
+		jobName, schedule, runtimeEnv, maxUnavailable, costCenter, podTemplate string, withPrompt bool) {
+		spec := map[string]any{
+			"replicas": replicas, "image": image, "rayVersion": rayVersion,
+			"model":  map[string]any{"name": "m", "version": modelVersion},
+			"worker": map[string]any{"gpus": gpus},
+			"env":    []any{map[string]any{"name": envName, "value": envValue}},
+		}
+		if product != "" {
+			spec["worker"].(map[string]any)["gpuProduct"] = product
+		}
+		if jobName != "" {
+			spec["jobs"] = []any{map[string]any{"name": jobName, "entrypoint": "python run.py", "schedule": schedule, "runtimeEnvYAML": runtimeEnv}}
+		}
+		if maxUnavailable != "" {
+			spec["rollout"] = map[string]any{"maxUnavailable": intOrString(maxUnavailable)}
+		}
+		if costCenter != "" {
+			spec["costCenter"] = costCenter
+		}
+		if podTemplate != "" {
+			var tmpl map[string]any
+			if json.Unmarshal([]byte(podTemplate), &tmpl) != nil {
+				return
+			}
+			spec["worker"].(map[string]any)["podTemplate"] = tmpl
+		}
+		if withPrompt {
+			spec["prompt"] = map[string]any{"configMapRef": map[string]any{"name": "p", "key": "system.md"}}
+		}
+		obj := map[string]any{
+			"apiVersion": "agentfleet.dev/v1alpha1", "kind": "AgentFleet",
+			"metadata": map[string]any{"name": name, "namespace": "agents", "uid": "u"},
+			"spec":     spec,
+		}
+		if errs := v.DefaultAndValidate(obj); len(errs) > 0 {
+			return // the API server would refuse it
+		}
+		fleet := &v1alpha1.AgentFleet{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, fleet); err != nil {
+			t.Fatalf("the schema accepts what the Go type cannot hold: %v\n%v", err, obj)
+		}
+
+		rc, err := rayspecs.RayCluster(fleet, rayspecs.Inputs{Prompt: &name}, rayspecs.Options{})
+		if err != nil {
+			if podTemplate != "" && strings.Contains(err.Error(), "spec.worker.podTemplate") {
+				return
+			}
+			t.Fatalf("a valid fleet does not build: %v\n%v", err, obj)
+		}
+		if err := rayutils.ValidateRayClusterMetadata(rc.ObjectMeta); err != nil {
+			t.Fatalf("KubeRay refuses the RayCluster's metadata: %v\n%v", err, obj)
+		}
+		if err := rayutils.ValidateRayClusterSpec(&rc.Spec, rc.Annotations); err != nil {
+			t.Fatalf("KubeRay refuses the RayCluster: %v\n%v", err, obj)
+		}
+		for _, j := range fleet.Spec.Jobs {
+			rj, err := rayspecs.RayJob(fleet, j.Name, rayspecs.JobOptions{})
+			if err != nil {
+				if strings.Contains(err.Error(), "runtimeEnvYAML") {
+					continue
+				}
+				t.Fatalf("a valid job does not build: %v\n%v", err, obj)
+			}
+			if err := rayutils.ValidateRayJobMetadata(rj.ObjectMeta); err != nil {
+				t.Fatalf("KubeRay refuses the RayJob's metadata: %v\n%v", err, obj)
+			}
+			if err := rayutils.ValidateRayJobSpec(rj); err != nil {
+				t.Fatalf("KubeRay refuses the RayJob: %v\n%v", err, obj)
+			}
+		}
+	})
+}
+
+// intOrString reads "3" as the integer 3 and anything else as a string, as YAML would.
+func intOrString(s string) any {
+	var n int64
+	if err := json.Unmarshal([]byte(s), &n); err == nil {
+		return n
+	}
+	return s
+}
