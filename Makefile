@@ -35,9 +35,17 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: dev
-dev: bins ## Boot the local cluster (fake GPU nodes, real KubeRay) and run until Ctrl-C.
+dev: bins build ## Boot the local cluster (fake GPU nodes, real KubeRay), run the operator and the samples until Ctrl-C.
 	go build -o $(BIN)/localcluster ./test/cluster/cmd/localcluster
-	$(BIN)/localcluster --bin-dir $(BIN) $(if $(wildcard config/samples),--samples config/samples)
+	$(BIN)/localcluster --bin-dir $(BIN) --operator $(BIN)/manager --samples config/dev,config/samples
+
+.PHONY: build
+build: ## Build the operator into bin/manager.
+	go build -o $(BIN)/manager ./cmd/manager
+
+.PHONY: run
+run: build ## Run the operator against the cluster KUBECONFIG names.
+	$(BIN)/manager
 
 .PHONY: fmt
 fmt: ## gofmt the tree.
@@ -53,8 +61,8 @@ lint: $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ## golangci-lint (config 
 
 .PHONY: verify
 verify: generate manifests ## Fail if formatting, vet, lint or generated files are off.
-	@if [ -n "$$(git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd)" ]; then \
-	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml)" ]; then \
+	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
 	@for d in test/tools/*/; do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
@@ -130,8 +138,9 @@ generate: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## Deep-copy functi
 	$(BIN)/controller-gen object paths=./api/...
 
 .PHONY: manifests
-manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into config/crd/bases.
+manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into config/crd/bases, the operator's ClusterRole into config/rbac.
 	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(BIN)/controller-gen rbac:roleName=agentfleet-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
 FUZZTIME ?= 60s
 .PHONY: fuzz

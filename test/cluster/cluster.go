@@ -304,7 +304,6 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + filepath.Join(c.Dir, "kube-controller-manager-certs"),
-		"--node-monitor-grace-period=20s",
 		"--concurrent-gc-syncs=10",
 	}, nil, healthz(port))
 }
@@ -331,12 +330,15 @@ func (c *Cluster) startKwok(ctx context.Context) error {
 		return &PartError{Part: "kwok", Err: err}
 	}
 	// kwok's default stages: pods become Ready once scheduled (and keep any status written later),
-	// Job pods complete, nodes turn Ready and renew their Leases.
+	// Job pods complete, nodes turn Ready. Node Leases must be asked for: without a lease duration
+	// kwok only touches node heartbeats now and then, the node lifecycle controller sees nodes go
+	// silent, and marks every pod on them not Ready (seen here 23 s after start).
 	return c.start(ctx, "kwok", []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=fake",
 		"--cidr=10.244.0.1/16",
+		"--node-lease-duration-seconds=40",
 		"--node-ip=127.0.0.1",
 		"--server-address=127.0.0.1:" + strconv.Itoa(port),
 	}, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))

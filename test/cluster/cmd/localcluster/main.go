@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ func main() {
 	flag.StringVar(&o.binDir, "bin-dir", "bin", "folder of the cluster's binaries (make bins)")
 	flag.StringVar(&o.dir, "dir", ".cluster", "folder for logs, certificates and the kubeconfig; emptied at start")
 	flag.StringVar(&o.crds, "crds", "config/crd/bases", "folder of our CRDs to install (skipped when absent)")
-	flag.StringVar(&o.samples, "samples", "", "folder of YAML objects to apply once the cluster is up")
+	flag.StringVar(&o.samples, "samples", "", "comma-separated folders of YAML objects to apply, in order, once the cluster is up")
 	flag.StringVar(&o.operator, "operator", "", "operator binary to run against the cluster (given --kubeconfig)")
 	flag.IntVar(&o.gpuNodes, "gpu-nodes", 2, "number of fake GPU nodes")
 	flag.IntVar(&o.gpusPerNode, "gpus-per-node", 8, "nvidia.com/gpu per GPU node")
@@ -86,13 +87,16 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
-	if o.samples != "" {
-		applied, err := c.ApplyFiles(ctx, o.samples)
+	for _, dir := range strings.Split(o.samples, ",") {
+		if dir == "" {
+			continue
+		}
+		applied, err := c.ApplyFiles(ctx, dir)
 		for _, a := range applied {
 			fmt.Printf("Applied %s\n", a)
 		}
 		if err != nil {
-			return fmt.Errorf("applying the samples: %w", err)
+			return fmt.Errorf("applying %s: %w", dir, err)
 		}
 	}
 

@@ -1,0 +1,33 @@
+package v1alpha1
+
+// Condition types of an AgentFleet. Ready is the summary; Reconciling and Stalled follow kstatus'
+// conventions, so that Flux, `kubectl wait` and kstatus-based tools read fleets too.
+const (
+	ConditionReady       = "Ready"
+	ConditionProgressing = "Progressing"
+	ConditionDegraded    = "Degraded"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)
+
+// Condition reasons.
+const (
+	ReasonReady                  = "Ready"
+	ReasonWaitingForDependencies = "WaitingForDependencies"
+	ReasonDependencyFailed       = "DependencyFailed"
+	ReasonUnknownDependencyKind  = "UnknownDependencyKind"
+	ReasonPromptNotFound         = "PromptNotFound"
+	ReasonSecretNotFound         = "SecretNotFound"
+	ReasonInvalidSpec            = "InvalidSpec"
+	ReasonRayClusterNotOwned     = "RayClusterNotOwned"
+	ReasonCreating               = "Creating"
+	ReasonRolling                = "Rolling"
+	ReasonScaling                = "Scaling"
+	ReasonHeadNotReady           = "HeadNotReady"
+	ReasonRayClusterFailure      = "RayClusterFailure"
+	ReasonSuspended              = "Suspended"
+	ReasonSuspending             = "Suspending"
+	ReasonRestartBudgetExhausted = "RestartBudgetExhausted"
+	ReasonAsExpected             = "AsExpected"
+	ReasonReconcileError         = "ReconcileError"
+)

@@ -1,0 +1,91 @@
+// Command manager runs the AgentFleet operator.
+package main
+
+import (
+	"flag"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/fleet"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr, workerServiceAccount string
+		leaderElect                                  bool
+		jobHistory                                   int
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; 0 disables it")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probes bind to")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so that only one replica of the operator reconciles")
+	flag.StringVar(&workerServiceAccount, "worker-service-account", "", "ServiceAccount the agent workers run as (empty: the namespace's default)")
+	flag.IntVar(&jobHistory, "job-history-limit", 3, "finished RayJobs kept per job")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse() // --kubeconfig is registered by controller-runtime
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, rayv1.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			log.Error(err, "Building the scheme")
+			os.Exit(1)
+		}
+	}
+	// Only the pods of fleets are cached, not every pod of the cluster.
+	fleetPods, err := labels.NewRequirement(v1alpha1.LabelFleet, selection.Exists, nil)
+	if err != nil {
+		log.Error(err, "Building the pod selector")
+		os.Exit(1)
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "agentfleet-operator.agentfleet.dev",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods)},
+		}},
+	})
+	if err != nil {
+		log.Error(err, "Creating the manager")
+		os.Exit(1)
+	}
+	ctx := ctrl.SetupSignalHandler()
+	r := fleet.NewReconciler(mgr.GetClient(), mgr.GetAPIReader())
+	r.Specs.WorkerServiceAccount = workerServiceAccount
+	r.JobHistoryLimit = jobHistory
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		log.Error(err, "Setting up the AgentFleet controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Adding the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "Adding the readiness check")
+		os.Exit(1)
+	}
+	log.Info("Starting the AgentFleet operator")
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Running the manager")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,89 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+)
+
+// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ray.io,resources=rayclusters;rayjobs,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods;configmaps;secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
+
+// NewReconciler returns a Reconciler with the defaults of an operator: the real clock, a history of
+// three finished RayJobs per job.
+func NewReconciler(c client.Client, apiReader client.Reader) *Reconciler {
+	return &Reconciler{Client: c, APIReader: apiReader, Clock: clock.RealClock{}, JobHistoryLimit: 3, deletions: newDeletions()}
+}
+
+// SetupWithManager registers the controller: it owns RayClusters and RayJobs, and is woken by the
+// worker pods, the prompt ConfigMaps and Secrets (their metadata only: their contents are not
+// cached) and, once seen, the kinds fleets depend on.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Recorder == nil {
+		r.Recorder = mgr.GetEventRecorderFor("agentfleet-controller") //nolint:staticcheck // the events/v1 recorder is not in controller-runtime v0.22's manager
+	}
+	if r.deletions == nil {
+		r.deletions = newDeletions()
+	}
+	indexer := mgr.GetFieldIndexer()
+	for name, fn := range map[string]client.IndexerFunc{dependencyIndex: indexDependencies, promptIndex: indexPrompt, secretIndex: indexSecrets} {
+		if err := indexer.IndexField(ctx, &v1alpha1.AgentFleet{}, name, fn); err != nil {
+			return fmt.Errorf("indexing fleets by %s: %w", name, err)
+		}
+	}
+	c, err := ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.AgentFleet{}).
+		Owns(&rayv1.RayCluster{}).
+		Owns(&rayv1.RayJob{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(promptIndex))).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(secretIndex))).
+		Named("agentfleet").
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.deps = &dependencyWatches{watched: map[schema.GroupVersionKind]bool{}, ctrl: c, cache: mgr.GetCache(), client: mgr.GetClient()}
+	return nil
+}
+
+// podToFleet maps an agent pod to its fleet by the label every fleet pod carries.
+func podToFleet(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[v1alpha1.LabelFleet]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// fleetsReferencing maps an object to the fleets in its namespace whose index holds its name.
+func (r *Reconciler) fleetsReferencing(index string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var fleets v1alpha1.AgentFleetList
+		if err := r.List(ctx, &fleets, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing the fleets that reference an object", "index", index)
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(fleets.Items))
+		for _, f := range fleets.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&f)})
+		}
+		return reqs
+	}
+}
