@@ -110,7 +110,7 @@ func (r *Reconciler) reconcileRollout(ctx context.Context, s *scope) error {
 	}
 	unavailable := max(int(replicas)-available, 0)
 	allowed := min(max(budget-unavailable, 0), len(readyOutdated))
-	batch := append(unreadyOutdated, readyOutdated[:allowed]...)
+	batch := slices.Concat(unreadyOutdated, readyOutdated[:allowed])
 	if len(batch) == 0 {
 		return nil // wait for replacements to be Ready: their pod events bring us back
 	}

@@ -36,7 +36,7 @@ func NewReconciler(c client.Client, apiReader client.Reader) *Reconciler {
 // cached) and, once seen, the kinds fleets depend on.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if r.Recorder == nil {
-		r.Recorder = mgr.GetEventRecorderFor("agentfleet-controller") //nolint:staticcheck // the events/v1 recorder is not in controller-runtime v0.22's manager
+		r.Recorder = mgr.GetEventRecorderFor("agentfleet-controller")
 	}
 	if r.deletions == nil {
 		r.deletions = newDeletions()

@@ -393,6 +393,9 @@ func (c *Cluster) Stop() error {
 	return err
 }
 
+// StopKeepingLogs stops every part and keeps the working folder, for a failed test's logs.
+func (c *Cluster) StopKeepingLogs() error { return c.stop() }
+
 func (c *Cluster) stop() error {
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		c.procs[i].stop(15 * time.Second)

@@ -1,0 +1,190 @@
+// Package e2e tests the operator, as a process, on the local cluster with the real KubeRay operator.
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/test/cluster"
+)
+
+var (
+	c   *cluster.Cluster
+	k8s client.Client
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx := context.Background()
+	crds, err := cluster.RepoPath("config/crd/bases")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	c, err = cluster.Start(ctx, cluster.Options{
+		CRDDirectoryPaths: []string{crds},
+		Nodes:             append(cluster.GPUNodes("h100", 2, 8, "NVIDIA-H100-80GB-HBM3"), cluster.Node{Name: "cpu-0"}),
+		Progress:          os.Stdout,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := 1
+	defer func() {
+		if code != 0 {
+			fmt.Printf("cluster logs kept in %s\n", c.Dir)
+			if err := c.StopKeepingLogs(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+			return
+		}
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+	}()
+	scheme := cluster.Scheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		panic(err)
+	}
+	if k8s, err = client.New(c.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	manager := filepath.Join(c.Dir, "manager")
+	build := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the operator: %v\n%s", err, out)
+		return 1
+	}
+	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code = m.Run()
+	return code
+}
+
+func needCluster(t *testing.T) {
+	t.Helper()
+	if c == nil {
+		t.Skip("needs the local cluster (not started in -short mode)")
+	}
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// eventually polls cond every 100 ms for up to timeout, failing with what it last said.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string)) {
+	t.Helper()
+	last := ""
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		ok, msg := cond(ctx)
+		last = msg
+		return ok, nil
+	})
+	if err != nil {
+		t.Fatalf("%s: not after %s; last: %s (operator log: %s)", what, timeout, last, c.LogPath("agentfleet-operator"))
+	}
+}
+
+func fleetCondition(ctx context.Context, key client.ObjectKey, condType string) (*metav1.Condition, *v1alpha1.AgentFleet) {
+	f := &v1alpha1.AgentFleet{}
+	if err := k8s.Get(ctx, key, f); err != nil {
+		return nil, nil
+	}
+	cond := meta.FindStatusCondition(f.Status.Conditions, condType)
+	if cond == nil || cond.ObservedGeneration != f.Generation || f.Status.ObservedGeneration != f.Generation {
+		return nil, f
+	}
+	return cond, f
+}
+
+func waitCondition(t *testing.T, key client.ObjectKey, condType string, status metav1.ConditionStatus, reason string, timeout time.Duration) *v1alpha1.AgentFleet {
+	t.Helper()
+	var fleet *v1alpha1.AgentFleet
+	eventually(t, timeout, fmt.Sprintf("fleet %s %s=%s/%s", key, condType, status, reason), func(ctx context.Context) (bool, string) {
+		cond, f := fleetCondition(ctx, key, condType)
+		fleet = f
+		if cond == nil {
+			if f == nil {
+				return false, "no fleet"
+			}
+			return false, fmt.Sprintf("status %+v", f.Status)
+		}
+		return cond.Status == status && (reason == "" || cond.Reason == reason), fmt.Sprintf("%s=%s/%s: %s", condType, cond.Status, cond.Reason, cond.Message)
+	})
+	return fleet
+}
+
+func TestSamplesBecomeReady(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	for _, dir := range []string{"config/dev", "config/samples"} {
+		path, err := cluster.RepoPath(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ApplyFiles(ctx, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"researchers", "coders", "support"} {
+		f := waitCondition(t, client.ObjectKey{Namespace: "default", Name: name}, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+		if f.Status.Phase != v1alpha1.PhaseRunning || f.Status.ReadyReplicas != *f.Spec.Replicas {
+			t.Errorf("fleet %s: phase %s, %d ready of %d", name, f.Status.Phase, f.Status.ReadyReplicas, *f.Spec.Replicas)
+		}
+	}
+	// kubectl wait, as a pipeline would use it.
+	kubectl := exec.Command(kubectlPath(t), "--kubeconfig", c.Kubeconfig, "wait", "--for=condition=Ready", "--timeout=10s", "agentfleet/coders", "-n", "default")
+	if out, err := kubectl.CombinedOutput(); err != nil {
+		t.Errorf("kubectl wait --for=condition=Ready: %v\n%s", err, out)
+	}
+	// GPU workers are on GPU nodes of the product asked for.
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{v1alpha1.LabelFleet: "coders", "ray.io/group": "agents"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if !strings.HasPrefix(p.Spec.NodeName, "h100-") {
+			t.Errorf("GPU worker %s on node %q", p.Name, p.Spec.NodeName)
+		}
+	}
+}
+
+func kubectlPath(t *testing.T) string {
+	t.Helper()
+	p, err := cluster.RepoPath("bin/kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
