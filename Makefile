@@ -65,14 +65,27 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
-	@for d in test/tools/*/; do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
+	@for d in test/tools/*/ test/argocd/; do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
 	go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 
 ##@ Test
 
 .PHONY: test
-test: bins ## Every test: unit, envtest and e2e on the local cluster.
+test: bins ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
 	go test -count=1 -timeout 30m ./...
+	$(MAKE) test-argocd
+
+.PHONY: test-e2e
+test-e2e: bins ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
+	go test -count=1 -timeout 20m ./test/e2e/... ./test/cluster/...
+
+.PHONY: test-argocd
+test-argocd: ## config/argocd's health checks in argo-cd v2.14's util/lua (a module of its own).
+	cd test/argocd && go test -count=1 ./...
+
+.PHONY: argocd-cm
+argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the health.lua files.
+	cd test/argocd && go test -count=1 -run TestArgoCDConfigMapSnippet ./... -update
 
 .PHONY: test-unit
 test-unit: ## Tests that need no cluster parts.
