@@ -19,6 +19,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/fleet"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -468,5 +469,33 @@ func TestDeletedFleetIsIgnored(t *testing.T) {
 	res, err := e.r.Reconcile(e.ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: e.ns, Name: "gone"}})
 	if err != nil || res.RequeueAfter != 0 {
 		t.Errorf("reconcile of a missing fleet: %v, %v", res, err)
+	}
+}
+
+// Concurrent reconciles of one fleet (two operator replicas without leader election, or a restart
+// racing the old process) make one RayCluster: its name is the fleet's, and a second create fails.
+func TestConcurrentReconcilesMakeOneRayCluster(t *testing.T) {
+	e := newEnv(t)
+	e.apply(e.fleet("agents").Replicas(2).Obj())
+	errs := make(chan error, 8)
+	for range 8 {
+		r := fleet.NewReconciler(k8s, k8s)
+		r.Clock = e.clock
+		go func() {
+			_, err := r.Reconcile(e.ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: e.ns, Name: "agents"}})
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil && !strings.Contains(err.Error(), "already exists") {
+			t.Errorf("reconcile: %v", err)
+		}
+	}
+	var list rayv1.RayClusterList
+	if err := k8s.List(e.ctx, &list, client.InNamespace(e.ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Errorf("%d RayClusters, want 1", len(list.Items))
 	}
 }

@@ -254,3 +254,21 @@ func TestSuspendResumeAndDelete(t *testing.T) {
 		return apierrors.IsNotFound(err) && len(pods.Items) == 0, fmt.Sprintf("RayCluster: %v; %d pods", err, len(pods.Items))
 	})
 }
+
+// A fleet whose Secret is missing is Degraded with nothing created, and recovers by itself when
+// the Secret appears (the operator watches Secrets' metadata).
+func TestMissingSecretRecoversWhenItAppears(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	ns := namespace(t)
+	_, key := newFleet(t, builder.MakeAgentFleet("keyless", ns).Replicas(1).SecretEnv("ANTHROPIC_API_KEY", "llm-keys", "anthropic"))
+	waitCondition(t, key, v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonSecretNotFound, 20*time.Second)
+	if err := k8s.Get(ctx, key, &rayv1.RayCluster{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("RayCluster while the Secret is missing: %v", err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "llm-keys", Namespace: ns}, StringData: map[string]string{"anthropic": "test"}}
+	if err := k8s.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+}
