@@ -60,8 +60,8 @@ type Inputs struct {
 
 // Options are settings of the operator, not of the fleet.
 type Options struct {
-	// WorkerServiceAccount, when set, runs the agent workers as this ServiceAccount (the supervisor's
-	// heartbeat Leases need one).
+	// WorkerServiceAccount, when set, runs the agent workers of fleets without a heartbeat contract
+	// as this ServiceAccount (those with one run as HeartbeatServiceAccount).
 	WorkerServiceAccount string
 }
 
@@ -75,6 +75,10 @@ var (
 
 // ClusterName is the name of a fleet's RayCluster.
 func ClusterName(f *v1alpha1.AgentFleet) string { return f.Name }
+
+// HeartbeatServiceAccount is the ServiceAccount the workers of a fleet with a heartbeat contract run
+// as: it may keep their Leases, and do nothing else.
+func HeartbeatServiceAccount(f *v1alpha1.AgentFleet) string { return f.Name + "-agent" }
 
 // PromptHash is the hex SHA-256 of a prompt's text.
 func PromptHash(text string) string {
@@ -266,6 +270,9 @@ func workerTemplate(f *v1alpha1.AgentFleet, promptHash string, o Options) (corev
 		Volumes:            promptVolumes(f),
 		ServiceAccountName: o.WorkerServiceAccount,
 		NodeSelector:       copyMap(w.NodeSelector),
+	}
+	if f.Spec.Health.Heartbeat != nil {
+		spec.ServiceAccountName = HeartbeatServiceAccount(f)
 	}
 	if w.GPUs > 0 {
 		c := &spec.Containers[0]

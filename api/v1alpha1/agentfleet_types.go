@@ -423,6 +423,11 @@ type AgentFleetStatus struct {
 	// Restarts counts worker replacements by reason.
 	// +optional
 	Restarts RestartCounts `json:"restarts,omitempty"`
+	// RecentRestarts are the latest replacements, newest last (at most 50): the restart budget's
+	// window is counted from them, so it survives an operator restart.
+	// +kubebuilder:validation:MaxItems=50
+	// +optional
+	RecentRestarts []RestartRecord `json:"recentRestarts,omitempty"`
 
 	// Jobs is the state of each job's latest RayJob.
 	// +listType=map
@@ -458,6 +463,18 @@ type RestartCounts struct {
 	Looping int32 `json:"looping,omitempty"`
 	// +optional
 	GPUUnhealthy int32 `json:"gpuUnhealthy,omitempty"`
+}
+
+// RestartRecord is one worker replacement.
+type RestartRecord struct {
+	Time metav1.Time `json:"time"`
+	// Worker is the replaced pod.
+	Worker string `json:"worker"`
+	// Reason is Crashed, Stalled, Looping or GPUUnhealthy.
+	Reason string `json:"reason"`
+	// Evidence is what was seen: an exit code, seconds since the last step, repeats.
+	// +optional
+	Evidence string `json:"evidence,omitempty"`
 }
 
 // JobStatus is the state of a job's latest RayJob.

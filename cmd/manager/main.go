@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -47,7 +48,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	// Only the pods of fleets are cached, not every pod of the cluster.
+	// Only the pods and Leases of fleets are cached, not every pod of the cluster.
 	fleetPods, err := labels.NewRequirement(v1alpha1.LabelFleet, selection.Exists, nil)
 	if err != nil {
 		log.Error(err, "Building the pod selector")
@@ -61,6 +62,8 @@ func main() {
 		LeaderElectionID:       "agentfleet-operator.agentfleet.dev",
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods)},
+			// Only heartbeat Leases, never the cluster's node Leases.
+			&coordinationv1.Lease{}: {Label: labels.NewSelector().Add(*fleetPods)},
 		}},
 	})
 	if err != nil {

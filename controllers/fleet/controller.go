@@ -54,6 +54,10 @@ type scope struct {
 	pods    []corev1.Pod      // the agent worker pods
 	jobs    []v1alpha1.JobStatus
 
+	// restarts are the replacements made in this reconcile; budgetExhausted says why others were not.
+	restarts        []v1alpha1.RestartRecord
+	budgetExhausted string
+
 	requeueAfter time.Duration
 }
 
@@ -91,7 +95,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 	s := &scope{fleet: fleet, now: r.Clock.Now()}
 	var err error
-	for _, p := range []phase{r.reconcileDependencies, r.reconcileInputs, r.reconcileRayCluster, r.reconcileRollout, r.reconcileJobs} {
+	for _, p := range []phase{
+		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.reconcileRayCluster,
+		r.reconcileRollout, r.reconcileHealth, r.reconcileJobs,
+	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {
 			break
 		}

@@ -10,6 +10,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -62,6 +63,24 @@ func computeStatus(s *scope, reconcileErr error) v1alpha1.AgentFleetStatus {
 		}
 	}
 
+	// Replacements: counted by reason, the latest kept for the restart budget's window.
+	for _, rec := range s.restarts {
+		switch rec.Reason {
+		case supervisor.Crashed:
+			st.Restarts.Crashed++
+		case supervisor.Stalled:
+			st.Restarts.Stalled++
+		case supervisor.Looping:
+			st.Restarts.Looping++
+		case supervisor.GPUUnhealthy:
+			st.Restarts.GPUUnhealthy++
+		}
+		st.RecentRestarts = append(st.RecentRestarts, rec)
+	}
+	if n := len(st.RecentRestarts); n > maxRecentRestarts {
+		st.RecentRestarts = st.RecentRestarts[n-maxRecentRestarts:]
+	}
+
 	// Conditions.
 	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
@@ -103,6 +122,10 @@ func computeStatus(s *scope, reconcileErr error) v1alpha1.AgentFleetStatus {
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonRayClusterFailure, msg)
 		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonRayClusterFailure, msg)
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonRayClusterFailure, msg)
+	case s.budgetExhausted != "":
+		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
+		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
+		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
 	case updated < observed:
 		progressing(v1alpha1.ReasonRolling, fmt.Sprintf("%d of %d agent workers updated to revision %s, %d ready", updated, replicas, current, ready))
 	case ready < replicas || observed != replicas:
@@ -132,6 +155,9 @@ func computeStatus(s *scope, reconcileErr error) v1alpha1.AgentFleetStatus {
 	st.Phase = phaseOf(st.Conditions, f.Spec.Suspend)
 	return st
 }
+
+// maxRecentRestarts bounds status.recentRestarts (the CRD's maxItems).
+const maxRecentRestarts = 50
 
 func phaseOf(conds []metav1.Condition, suspend bool) v1alpha1.Phase {
 	switch {

@@ -1,0 +1,249 @@
+// Package supervisor decides which agent workers to replace: crashed ones (from pod status alone),
+// and, under the heartbeat contract, stalled and looping ones, which Kubernetes and KubeRay see as
+// Running. It is a pure function of what was observed and the time, within a restart budget.
+package supervisor
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+)
+
+// Reasons a worker is replaced.
+const (
+	Crashed      = "Crashed"
+	Stalled      = "Stalled"
+	Looping      = "Looping"
+	GPUUnhealthy = "GPUUnhealthy"
+)
+
+// The heartbeat contract: annotations on each worker's Lease (named after its pod).
+const (
+	AnnotationState         = "agentfleet.dev/state" // "idle" or "working"
+	AnnotationSteps         = "agentfleet.dev/steps"
+	AnnotationTaskSteps     = "agentfleet.dev/task-steps"
+	AnnotationActionRepeats = "agentfleet.dev/action-repeats"
+	AnnotationLastStepTime  = "agentfleet.dev/last-step-time"
+	StateIdle               = "idle"
+	StateWorking            = "working"
+)
+
+// Defaults.
+const (
+	// DefaultPendingDeadline: a worker Pending (unschedulable, or its image not pulled) this long is
+	// replaced: it may land on a healthier node.
+	DefaultPendingDeadline = 5 * time.Minute
+	// BackoffBase and BackoffMax bound the wait between replacements: the n-th replacement in the
+	// budget's window waits BackoffBase·2^(n-1) after the one before it.
+	BackoffBase = time.Second
+	BackoffMax  = 5 * time.Minute
+)
+
+// Observation is what the decision is made from.
+type Observation struct {
+	Now time.Time
+	// Workers are the agent worker pods; those being deleted or already handed to KubeRay are left
+	// out by the caller.
+	Workers []corev1.Pod
+	// Leases of the fleet's workers, by name (the pod's).
+	Leases map[string]*coordinationv1.Lease
+	// Heartbeat is the fleet's heartbeat contract; nil when it has none (crashes only).
+	Heartbeat *v1alpha1.HeartbeatSpec
+	// Budget is the fleet's restart budget; Recent are the replacements made so far, oldest first.
+	Budget v1alpha1.RestartBudget
+	Recent []v1alpha1.RestartRecord
+	// PendingDeadline; zero means DefaultPendingDeadline.
+	PendingDeadline time.Duration
+}
+
+// Replacement is a worker to replace and why.
+type Replacement struct {
+	Worker, Reason, Evidence string
+}
+
+// Decision is what to do now.
+type Decision struct {
+	// Replace are the workers to hand to KubeRay for replacement now, within budget and backoff.
+	Replace []Replacement
+	// Held are unhealthy workers not replaced now: over budget or in backoff.
+	Held []Replacement
+	// BudgetExhausted: more replacements are due than the budget allows in its window.
+	BudgetExhausted bool
+	// RecheckAfter is when the decision may change with time alone (a deadline passing, the backoff
+	// or the window ending); zero if never.
+	RecheckAfter time.Duration
+}
+
+// Decide returns which workers to replace.
+func Decide(o Observation) Decision {
+	var d Decision
+	recheck := func(after time.Duration) {
+		if after > 0 && (d.RecheckAfter == 0 || after < d.RecheckAfter) {
+			d.RecheckAfter = after
+		}
+	}
+	pendingDeadline := o.PendingDeadline
+	if pendingDeadline == 0 {
+		pendingDeadline = DefaultPendingDeadline
+	}
+
+	var unhealthy []Replacement
+	for i := range o.Workers {
+		p := &o.Workers[i]
+		if r, ok := crashed(p, o.Now, pendingDeadline, recheck); ok {
+			unhealthy = append(unhealthy, r)
+			continue
+		}
+		if o.Heartbeat != nil {
+			if r, ok := heartbeat(p, o.Leases[p.Name], o.Heartbeat, o.Now, recheck); ok {
+				unhealthy = append(unhealthy, r)
+			}
+		}
+	}
+	if len(unhealthy) == 0 {
+		return d
+	}
+
+	// The budget: replacements in the window so far.
+	window := time.Duration(o.Budget.WindowSeconds) * time.Second
+	maxRestarts := 10
+	if o.Budget.MaxRestarts != nil {
+		maxRestarts = int(*o.Budget.MaxRestarts)
+	}
+	var inWindow []time.Time
+	for _, r := range o.Recent {
+		if o.Now.Sub(r.Time.Time) < window {
+			inWindow = append(inWindow, r.Time.Time)
+		}
+	}
+	slices.SortFunc(inWindow, func(a, b time.Time) int { return a.Compare(b) })
+	allowed := maxRestarts - len(inWindow)
+	if allowed < len(unhealthy) {
+		d.BudgetExhausted = true
+		if len(inWindow) > 0 {
+			// The oldest replacement leaving the window frees one.
+			recheck(inWindow[0].Add(window).Sub(o.Now))
+		}
+	}
+	// Backoff: the n-th replacement in the window waits BackoffBase·2^(n-1) after the previous one.
+	if n := len(inWindow); n > 0 {
+		wait := min(BackoffBase<<min(n-1, 20), BackoffMax)
+		if next := inWindow[n-1].Add(wait); o.Now.Before(next) {
+			recheck(next.Sub(o.Now))
+			allowed = 0
+		} else {
+			allowed = min(allowed, 1) // one at a time while backing off
+		}
+	}
+	allowed = max(allowed, 0)
+	n := min(allowed, len(unhealthy))
+	d.Replace, d.Held = unhealthy[:n], unhealthy[n:]
+	return d
+}
+
+// crashed reads a crash from pod status alone.
+func crashed(p *corev1.Pod, now time.Time, pendingDeadline time.Duration, recheck func(time.Duration)) (Replacement, bool) {
+	r := Replacement{Worker: p.Name, Reason: Crashed}
+	if p.Status.Phase == corev1.PodFailed {
+		r.Evidence = "pod Failed"
+		if p.Status.Reason != "" {
+			r.Evidence += ": " + p.Status.Reason
+		}
+		return r, true
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		switch {
+		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+			r.Evidence = fmt.Sprintf("container %s exited with code %d", cs.Name, cs.State.Terminated.ExitCode)
+			return r, true
+		case cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff":
+			r.Evidence = fmt.Sprintf("container %s in CrashLoopBackOff after %d restarts", cs.Name, cs.RestartCount)
+			return r, true
+		case cs.RestartCount > 0 && cs.LastTerminationState.Terminated != nil && cs.LastTerminationState.Terminated.ExitCode != 0:
+			r.Evidence = fmt.Sprintf("container %s restarted %d times, last exit code %d", cs.Name, cs.RestartCount, cs.LastTerminationState.Terminated.ExitCode)
+			return r, true
+		}
+	}
+	if p.Status.Phase == corev1.PodPending {
+		since := p.CreationTimestamp.Time
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+				since = c.LastTransitionTime.Time
+			}
+		}
+		if age := now.Sub(since); age >= pendingDeadline {
+			r.Evidence = fmt.Sprintf("Pending for %ds", int(age.Seconds()))
+			return r, true
+		} else {
+			recheck(pendingDeadline - age)
+		}
+	}
+	return r, false
+}
+
+// heartbeat reads a stall or a loop from the worker's Lease.
+func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.HeartbeatSpec, now time.Time, recheck func(time.Duration)) (Replacement, bool) {
+	deadline := time.Duration(hb.ProgressDeadlineSeconds) * time.Second
+	readySince, ready := readyTime(p)
+	if !ready {
+		return Replacement{}, false // not started: no heartbeat is owed yet
+	}
+	if lease == nil {
+		if age := now.Sub(readySince); age >= deadline {
+			return Replacement{p.Name, Stalled, fmt.Sprintf("no heartbeat Lease %ds after the pod became Ready", int(age.Seconds()))}, true
+		} else {
+			recheck(deadline - age)
+		}
+		return Replacement{}, false
+	}
+	a := lease.Annotations
+	if repeats := atoi(a[AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
+		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions)}, true
+	}
+	if steps := atoi(a[AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
+		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, hb.MaxStepsPerTask)}, true
+	}
+	renewed := lease.CreationTimestamp.Time
+	if lease.Spec.RenewTime != nil {
+		renewed = lease.Spec.RenewTime.Time
+	}
+	if age := now.Sub(renewed); age >= deadline {
+		return Replacement{p.Name, Stalled, fmt.Sprintf("heartbeat not renewed for %ds", int(age.Seconds()))}, true
+	} else {
+		recheck(deadline - age)
+	}
+	if a[AnnotationState] == StateWorking {
+		if last, err := time.Parse(time.RFC3339Nano, a[AnnotationLastStepTime]); err == nil {
+			if age := now.Sub(last); age >= deadline {
+				return Replacement{p.Name, Stalled, fmt.Sprintf("working without a step for %ds", int(age.Seconds()))}, true
+			} else {
+				recheck(deadline - age)
+			}
+		}
+	}
+	return Replacement{}, false
+}
+
+func readyTime(p *corev1.Pod) (time.Time, bool) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return c.LastTransitionTime.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0
+	}
+	return n
+}

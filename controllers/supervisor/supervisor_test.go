@@ -1,0 +1,178 @@
+package supervisor_test
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	sv "github.com/agentfleet/agentfleet/controllers/supervisor"
+)
+
+var now = time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)
+
+func ago(d time.Duration) metav1.Time { return metav1.NewTime(now.Add(-d)) }
+
+// pod is a Ready, Running worker since 10 minutes, with its container as given.
+func pod(name string, mutate ...func(*corev1.Pod)) corev1.Pod {
+	p := corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: ago(11 * time.Minute)},
+		Status: corev1.PodStatus{
+			Phase:             corev1.PodRunning,
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: ago(10 * time.Minute)}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "ray-worker", Ready: true, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}},
+		},
+	}
+	for _, m := range mutate {
+		m(&p)
+	}
+	return p
+}
+
+func lease(name string, renewed time.Duration, state string, lastStep time.Duration, repeats, taskSteps int) *coordinationv1.Lease {
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: ago(10 * time.Minute), Annotations: map[string]string{
+			sv.AnnotationState: state, sv.AnnotationLastStepTime: now.Add(-lastStep).Format(time.RFC3339Nano),
+			sv.AnnotationActionRepeats: strconv.Itoa(repeats), sv.AnnotationTaskSteps: strconv.Itoa(taskSteps), sv.AnnotationSteps: "1000",
+		}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-renewed)))},
+	}
+}
+
+var hb = &v1alpha1.HeartbeatSpec{IntervalSeconds: 10, ProgressDeadlineSeconds: 60, MaxRepeatedActions: 5, MaxStepsPerTask: 100}
+
+func budget(maxRestarts, windowSeconds int32) v1alpha1.RestartBudget {
+	return v1alpha1.RestartBudget{MaxRestarts: &maxRestarts, WindowSeconds: windowSeconds}
+}
+
+func TestDetection(t *testing.T) {
+	healthyLease := func(name string) *coordinationv1.Lease {
+		return lease(name, 5*time.Second, sv.StateWorking, 5*time.Second, 1, 3)
+	}
+	cases := map[string]struct {
+		pod       corev1.Pod
+		lease     *coordinationv1.Lease
+		heartbeat *v1alpha1.HeartbeatSpec
+		want      []sv.Replacement
+	}{
+		"healthy worker": {pod("w"), healthyLease("w"), hb, nil},
+		"exit code": {pod("w", func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}
+		}), healthyLease("w"), hb, []sv.Replacement{{"w", sv.Crashed, "container ray-worker exited with code 137"}}},
+		"exit code 0 is no crash": {pod("w", func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}
+		}), healthyLease("w"), hb, nil},
+		"CrashLoopBackOff": {pod("w", func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
+			p.Status.ContainerStatuses[0].RestartCount = 4
+		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker in CrashLoopBackOff after 4 restarts"}}},
+		"restarted after a crash": {pod("w", func(p *corev1.Pod) {
+			p.Status.ContainerStatuses[0].RestartCount = 1
+			p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}
+		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker restarted 1 times, last exit code 1"}}},
+		"pod Failed": {pod("w", func(p *corev1.Pod) { p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted" }), nil, nil,
+			[]sv.Replacement{{"w", sv.Crashed, "pod Failed: Evicted"}}},
+		"unschedulable past the deadline": {pod("w", func(p *corev1.Pod) {
+			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", LastTransitionTime: ago(6 * time.Minute)}}}
+		}), nil, hb, []sv.Replacement{{"w", sv.Crashed, "Pending for 360s"}}},
+		"unschedulable within the deadline": {pod("w", func(p *corev1.Pod) {
+			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, LastTransitionTime: ago(time.Minute)}}}
+		}), nil, hb, nil},
+		"lease not renewed": {pod("w"), lease("w", 61*time.Second, sv.StateIdle, time.Hour, 0, 0), hb,
+			[]sv.Replacement{{"w", sv.Stalled, "heartbeat not renewed for 61s"}}},
+		"working without a step": {pod("w"), lease("w", time.Second, sv.StateWorking, 90*time.Second, 1, 3), hb,
+			[]sv.Replacement{{"w", sv.Stalled, "working without a step for 90s"}}},
+		"idle for long is fine":           {pod("w"), lease("w", time.Second, sv.StateIdle, 3*time.Hour, 0, 0), hb, nil},
+		"no lease past the deadline":      {pod("w"), nil, hb, []sv.Replacement{{"w", sv.Stalled, "no heartbeat Lease 600s after the pod became Ready"}}},
+		"no lease just after Ready":       {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].LastTransitionTime = ago(10 * time.Second) }), nil, hb, nil},
+		"not Ready: no heartbeat owed":    {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), nil, hb, nil},
+		"no heartbeat contract, no lease": {pod("w"), nil, nil, nil},
+		"repeating an action": {pod("w"), lease("w", time.Second, sv.StateWorking, time.Second, 5, 9), hb,
+			[]sv.Replacement{{"w", sv.Looping, "the same action 5 times in a row (limit 5)"}}},
+		"too many steps in a task": {pod("w"), lease("w", time.Second, sv.StateWorking, time.Second, 1, 100), hb,
+			[]sv.Replacement{{"w", sv.Looping, "100 steps in one task (limit 100)"}}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := sv.Decide(sv.Observation{
+				Now: now, Workers: []corev1.Pod{tc.pod}, Leases: map[string]*coordinationv1.Lease{"w": tc.lease},
+				Heartbeat: tc.heartbeat, Budget: budget(10, 3600),
+			})
+			if tc.lease == nil {
+				d = sv.Decide(sv.Observation{Now: now, Workers: []corev1.Pod{tc.pod}, Heartbeat: tc.heartbeat, Budget: budget(10, 3600)})
+			}
+			if diff := cmp.Diff(tc.want, d.Replace); diff != "" {
+				t.Errorf("replace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestRecheckAfterTheNextDeadline(t *testing.T) {
+	d := sv.Decide(sv.Observation{
+		Now: now, Workers: []corev1.Pod{pod("a"), pod("b")}, Heartbeat: hb, Budget: budget(10, 3600),
+		Leases: map[string]*coordinationv1.Lease{
+			"a": lease("a", 20*time.Second, sv.StateWorking, 50*time.Second, 0, 0), // last step due in 10 s
+			"b": lease("b", 45*time.Second, sv.StateIdle, time.Hour, 0, 0),         // renewal due in 15 s
+		},
+	})
+	if len(d.Replace) != 0 || d.RecheckAfter != 10*time.Second {
+		t.Errorf("replace %v, recheck after %s; want none and 10s", d.Replace, d.RecheckAfter)
+	}
+}
+
+func crashedPod(name string) corev1.Pod {
+	return pod(name, func(p *corev1.Pod) {
+		p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}
+	})
+}
+
+func records(ages ...time.Duration) []v1alpha1.RestartRecord {
+	var r []v1alpha1.RestartRecord
+	for _, a := range ages {
+		r = append(r, v1alpha1.RestartRecord{Time: ago(a), Worker: "old", Reason: sv.Crashed})
+	}
+	return r
+}
+
+func TestBudgetAndBackoff(t *testing.T) {
+	three := []corev1.Pod{crashedPod("a"), crashedPod("b"), crashedPod("c")}
+	cases := map[string]struct {
+		recent        []v1alpha1.RestartRecord
+		budget        v1alpha1.RestartBudget
+		wantReplace   []string
+		wantExhausted bool
+		wantRecheck   time.Duration
+	}{
+		"first crashes: all at once within budget":                      {nil, budget(10, 600), []string{"a", "b", "c"}, false, 0},
+		"budget allows two":                                             {nil, budget(2, 600), []string{"a", "b"}, true, 0},
+		"budget spent: none, recheck when the oldest leaves the window": {records(100*time.Second, 50*time.Second), budget(2, 600), nil, true, 500 * time.Second},
+		"old restarts outside the window do not count":                  {records(700*time.Second, 650*time.Second), budget(2, 600), []string{"a", "b"}, true, 0},
+		"in backoff after the 3rd: wait 4s from the last":               {records(30*time.Second, 20*time.Second, 2*time.Second), budget(10, 600), nil, false, 2 * time.Second},
+		"backoff over: one at a time":                                   {records(30*time.Second, 20*time.Second, 5*time.Second), budget(10, 600), []string{"a"}, false, 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := sv.Decide(sv.Observation{Now: now, Workers: three, Budget: tc.budget, Recent: tc.recent})
+			var got []string
+			for _, r := range d.Replace {
+				got = append(got, r.Worker)
+			}
+			if diff := cmp.Diff(tc.wantReplace, got); diff != "" {
+				t.Errorf("replace (-want +got):\n%s", diff)
+			}
+			if d.BudgetExhausted != tc.wantExhausted || d.RecheckAfter != tc.wantRecheck {
+				t.Errorf("exhausted %v, recheck %s; want %v, %s", d.BudgetExhausted, d.RecheckAfter, tc.wantExhausted, tc.wantRecheck)
+			}
+			if len(d.Replace)+len(d.Held) != 3 {
+				t.Errorf("replace %d + held %d, want all 3 accounted for", len(d.Replace), len(d.Held))
+			}
+		})
+	}
+}

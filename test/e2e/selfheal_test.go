@@ -1,0 +1,268 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
+	"github.com/agentfleet/agentfleet/test/builder"
+)
+
+// agents simulates the agent process of every Ready worker of a fleet with the Go heartbeat client:
+// each steps with varied actions every 200 ms, unless told to stall, loop or idle.
+type agents struct {
+	t          *testing.T
+	ns, fleet  string
+	interval   time.Duration
+	cs         kubernetes.Interface
+	mu         sync.Mutex
+	running    map[string]*agent
+	stop       context.CancelFunc
+	behaviours map[string]string // pod -> "stall" | "loop" | "idle"
+	idleAll    bool
+}
+
+type agent struct {
+	cancel context.CancelFunc
+	hb     *heartbeat.Client
+}
+
+func simulateAgents(t *testing.T, ns, fleet string, interval time.Duration) *agents {
+	t.Helper()
+	// Real agents each have a client of their own; these share one, so it gets their rate limits.
+	cfg := rest.CopyConfig(c.Config)
+	cfg.QPS, cfg.Burst = 200, 400
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &agents{t: t, ns: ns, fleet: fleet, interval: interval, cs: cs, running: map[string]*agent{}, stop: cancel, behaviours: map[string]string{}}
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				a.sync(ctx)
+			}
+		}
+	}()
+	t.Cleanup(a.close)
+	return a
+}
+
+func (a *agents) close() {
+	a.stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ag := range a.running {
+		ag.cancel()
+	}
+}
+
+// sync starts an agent for each Ready worker without one.
+func (a *agents) sync(ctx context.Context) {
+	var pods corev1.PodList
+	if err := k8s.List(ctx, &pods, client.InNamespace(a.ns), client.MatchingLabels{v1alpha1.LabelFleet: a.fleet, "ray.io/group": "agents"}); err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if _, ok := a.running[p.Name]; ok || !podReady(p) {
+			continue
+		}
+		agentCtx, cancel := context.WithCancel(ctx)
+		hb := heartbeat.New(a.cs, a.ns, a.fleet, p.Name, a.interval)
+		if err := hb.Start(agentCtx); err != nil {
+			cancel()
+			continue
+		}
+		a.running[p.Name] = &agent{cancel: cancel, hb: hb}
+		go a.work(agentCtx, p.Name, hb)
+	}
+}
+
+func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		a.mu.Lock()
+		b, idleAll := a.behaviours[pod], a.idleAll
+		a.mu.Unlock()
+		switch {
+		case b == "stall":
+			return // the process hangs: no step, no renewal
+		case b == "loop":
+			_ = hb.Step("search: the same query")
+		case idleAll:
+			_ = hb.Idle()
+		default:
+			_ = hb.Step(fmt.Sprintf("step %d", i))
+		}
+	}
+}
+
+func (a *agents) set(pod, behaviour string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.behaviours[pod] = behaviour
+	if behaviour == "stall" {
+		a.running[pod].cancel()
+	}
+}
+
+func agentPods(t *testing.T, ns, fleet string) []corev1.Pod {
+	t.Helper()
+	var pods corev1.PodList
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, "ray.io/group": "agents"}); err != nil {
+		t.Fatal(err)
+	}
+	return pods.Items
+}
+
+func healingFleet(t *testing.T, name string, maxRestarts int32) (string, client.ObjectKey, *agents) {
+	t.Helper()
+	ns := namespace(t)
+	_, key := newFleet(t, builder.MakeAgentFleet(name, ns).Replicas(4).Heartbeat(1, 4, 5, 1000).Mutate(func(f *v1alpha1.AgentFleet) {
+		f.Spec.Health.RestartBudget = v1alpha1.RestartBudget{MaxRestarts: ptr.To(maxRestarts), WindowSeconds: 600}
+	}))
+	a := simulateAgents(t, ns, name, time.Second)
+	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	return ns, key, a
+}
+
+// waitReplaced waits until pod is gone and the fleet is back to 4 Ready workers.
+func waitReplaced(t *testing.T, key client.ObjectKey, pod string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	eventually(t, timeout, "worker "+pod+" replaced and 4 Ready again", func(ctx context.Context) (bool, string) {
+		pods := agentPods(t, key.Namespace, key.Name)
+		ready := 0
+		for i := range pods {
+			if pods[i].Name == pod {
+				return false, pod + " still there"
+			}
+			if podReady(&pods[i]) {
+				ready++
+			}
+		}
+		return ready == 4, fmt.Sprintf("%d Ready", ready)
+	})
+	return time.Since(start)
+}
+
+func TestSelfHealing(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	_, key, a := healingFleet(t, "healing", 20)
+
+	t.Run("a crashed worker is replaced", func(t *testing.T) {
+		pod := agentPods(t, key.Namespace, key.Name)[0].Name
+		if err := c.FailContainer(ctx, client.ObjectKey{Namespace: key.Namespace, Name: pod}, "ray-worker", 1); err != nil {
+			t.Fatal(err)
+		}
+		took := waitReplaced(t, key, pod, 30*time.Second)
+		t.Logf("crashed worker replaced and the fleet back to 4 Ready in %s", took.Round(time.Millisecond))
+		eventually(t, 10*time.Second, "restarts.crashed = 1", func(ctx context.Context) (bool, string) {
+			f := getFleet(t, key)
+			return f.Status.Restarts.Crashed == 1, fmt.Sprintf("%+v", f.Status.Restarts)
+		})
+	})
+
+	t.Run("a stalled worker is replaced within the deadline and 2s", func(t *testing.T) {
+		pod := agentPods(t, key.Namespace, key.Name)[1].Name
+		a.set(pod, "stall")
+		start := time.Now()
+		waitReplaced(t, key, pod, 30*time.Second)
+		f := getFleet(t, key)
+		var at time.Time
+		for _, r := range f.Status.RecentRestarts {
+			if r.Worker == pod {
+				at = r.Time.Time
+			}
+		}
+		// The Lease was last renewed at most one interval (1 s) before the stall began; the deadline is 4 s.
+		if at.IsZero() || at.Sub(start) > 4*time.Second+2*time.Second {
+			t.Errorf("stalled worker replaced at %s, %s after it stopped; want within the 4 s deadline + 2 s", at, at.Sub(start))
+		}
+		if f.Status.Restarts.Stalled != 1 {
+			t.Errorf("restarts %+v, want stalled 1", f.Status.Restarts)
+		}
+	})
+
+	t.Run("a looping worker is replaced", func(t *testing.T) {
+		pod := agentPods(t, key.Namespace, key.Name)[2].Name
+		a.set(pod, "loop")
+		waitReplaced(t, key, pod, 30*time.Second)
+		eventually(t, 10*time.Second, "restarts.looping = 1", func(ctx context.Context) (bool, string) {
+			f := getFleet(t, key)
+			return f.Status.Restarts.Looping == 1, fmt.Sprintf("%+v", f.Status.Restarts)
+		})
+	})
+
+	t.Run("idle agents for 3x the deadline are left alone", func(t *testing.T) {
+		a.mu.Lock()
+		a.idleAll = true
+		a.mu.Unlock()
+		before := getFleet(t, key).Status.Restarts
+		time.Sleep(3 * 4 * time.Second)
+		if after := getFleet(t, key).Status.Restarts; after != before {
+			t.Errorf("restarts went from %+v to %+v while the agents were idle", before, after)
+		}
+		waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 10*time.Second)
+	})
+}
+
+// A crash loop across every worker spends the budget: replacements stop and the fleet is Degraded.
+func TestCrashLoopExhaustsTheRestartBudget(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	_, key, _ := healingFleet(t, "crashloop", 3)
+	crashEverything := func() {
+		for _, p := range agentPods(t, key.Namespace, key.Name) {
+			if p.DeletionTimestamp == nil && len(p.Status.ContainerStatuses) > 0 && p.Status.ContainerStatuses[0].State.Waiting == nil {
+				_ = c.CrashLoop(ctx, client.ObjectKey{Namespace: p.Namespace, Name: p.Name}, "ray-worker", 3)
+			}
+		}
+	}
+	eventually(t, 60*time.Second, "the fleet Degraded with RestartBudgetExhausted", func(ctx context.Context) (bool, string) {
+		crashEverything() // every replacement crashes too
+		cond, f := fleetCondition(ctx, key, v1alpha1.ConditionDegraded)
+		if cond == nil {
+			return false, "no status"
+		}
+		return cond.Status == metav1.ConditionTrue && cond.Reason == v1alpha1.ReasonRestartBudgetExhausted,
+			fmt.Sprintf("Degraded=%s/%s %s; restarts %+v", cond.Status, cond.Reason, cond.Message, f.Status.Restarts)
+	})
+	time.Sleep(3 * time.Second)
+	crashEverything()
+	time.Sleep(2 * time.Second)
+	f := getFleet(t, key)
+	if f.Status.Restarts.Crashed != 3 {
+		t.Errorf("restarts.crashed = %d, want 3: replacement must stop at the budget", f.Status.Restarts.Crashed)
+	}
+	if f.Status.Phase != v1alpha1.PhaseDegraded {
+		t.Errorf("phase %s, want Degraded", f.Status.Phase)
+	}
+}
