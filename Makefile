@@ -71,12 +71,20 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 ##@ Test
 
 .PHONY: test
-test: bins ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
+test: bins python-deps ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
 	go test -count=1 -timeout 30m ./...
 	$(MAKE) test-argocd
 
+# The Python heartbeat SDK is tested with Debian's python3-kubernetes (PyPI is not reachable here).
+.PHONY: python-deps
+python-deps:
+	@/usr/bin/python3 -c 'import kubernetes' 2>/dev/null || { \
+	  echo ">> installing python3-kubernetes (Debian) for the Python SDK's tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-kubernetes >/dev/null; \
+	  else echo "run as root, or: sudo apt-get install python3-kubernetes"; exit 1; fi; }
+
 .PHONY: test-e2e
-test-e2e: bins ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
+test-e2e: bins python-deps ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
 	go test -count=1 -timeout 20m ./test/e2e/... ./test/cluster/...
 
 .PHONY: test-argocd

@@ -1,0 +1,157 @@
+"""AgentFleet's heartbeat contract for Python agents, in one file, on the official kubernetes client.
+
+    from agentfleet_heartbeat import Heartbeat
+
+    hb = Heartbeat.from_env()   # AGENTFLEET_FLEET, AGENTFLEET_NAMESPACE, AGENTFLEET_POD_NAME, AGENTFLEET_HEARTBEAT_INTERVAL
+    hb.start()                  # keeps the Lease renewed from a daemon thread
+    hb.step("search: kubernetes leases")  # at every step of a task
+    hb.idle()                   # when the task is done
+
+Each worker keeps a coordination.k8s.io/v1 Lease named after its pod, labelled with its fleet, renewed
+at least every interval, with its state, step counts, how many times in a row the same action was
+taken (actions are compared by their SHA-256) and the time of its last step. The operator replaces
+workers whose Lease goes stale (stalled) or whose counts pass the fleet's limits (looping).
+
+Writes are coalesced as in the Go client (sdk/go/heartbeat): a step is written at once when the last
+write is an interval old or when it starts a task, otherwise with the next renewal.
+"""
+
+import datetime
+import hashlib
+import os
+import threading
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+LABEL_FLEET = "agentfleet.dev/fleet"
+STATE = "agentfleet.dev/state"
+STEPS = "agentfleet.dev/steps"
+TASK_STEPS = "agentfleet.dev/task-steps"
+ACTION_REPEATS = "agentfleet.dev/action-repeats"
+LAST_STEP_TIME = "agentfleet.dev/last-step-time"
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _rfc3339(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Heartbeat:
+    """Keeps one worker's heartbeat Lease."""
+
+    def __init__(self, namespace, fleet, pod, interval_seconds, api=None):
+        self.namespace, self.fleet, self.pod = namespace, fleet, pod
+        self.interval = float(interval_seconds)
+        self._api = api or client.CoordinationV1Api()
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._state = "idle"
+        self._steps = 0
+        self._task_steps = 0
+        self._repeats = 0
+        self._last_action = None
+        self._last_step = None
+        self._last_write = None
+        self._lease = None
+        self.writes = 0
+
+    @classmethod
+    def from_env(cls, api=None):
+        """A client configured from the environment the operator gives agent workers."""
+        names = ["AGENTFLEET_NAMESPACE", "AGENTFLEET_FLEET", "AGENTFLEET_POD_NAME", "AGENTFLEET_HEARTBEAT_INTERVAL"]
+        missing = [n for n in names if not os.environ.get(n)]
+        if missing:
+            raise RuntimeError("heartbeat: not set: %s (is the fleet's spec.health.heartbeat set?)" % ", ".join(missing))
+        if api is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+        return cls(os.environ["AGENTFLEET_NAMESPACE"], os.environ["AGENTFLEET_FLEET"], os.environ["AGENTFLEET_POD_NAME"],
+                   int(os.environ["AGENTFLEET_HEARTBEAT_INTERVAL"]), api)
+
+    def start(self):
+        """Writes the Lease and keeps renewing it every interval from a daemon thread, until stop()."""
+        self._write()
+        threading.Thread(target=self._renew, name="agentfleet-heartbeat", daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
+
+    def step(self, action):
+        """Records a step of the current task taking action."""
+        digest = hashlib.sha256(action.encode("utf-8")).digest()
+        with self._lock:
+            starts_task = self._state != "working"
+            if not starts_task and digest == self._last_action:
+                self._repeats += 1
+            else:
+                self._repeats = 1
+            if starts_task:
+                self._task_steps = 0
+            self._state, self._last_action = "working", digest
+            self._steps += 1
+            self._task_steps += 1
+            self._last_step = _now()
+            due = starts_task or self._last_write is None or \
+                (_now() - self._last_write).total_seconds() >= self.interval
+        if due:
+            self._write()
+
+    def idle(self):
+        """Records that the current task is done."""
+        with self._lock:
+            if self._state == "idle":
+                return
+            self._state, self._task_steps, self._repeats, self._last_action = "idle", 0, 0, None
+        self._write()
+
+    def _renew(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self._write()
+            except ApiException:
+                pass  # retried at the next renewal
+
+    def _write(self):
+        with self._lock:
+            annotations = {
+                STATE: self._state,
+                STEPS: str(self._steps),
+                TASK_STEPS: str(self._task_steps),
+                ACTION_REPEATS: str(self._repeats),
+            }
+            if self._last_step is not None:
+                annotations[LAST_STEP_TIME] = _rfc3339(self._last_step)
+            now = _now()
+            self._last_write = now
+            self.writes += 1
+        with self._write_lock:
+            lease = self._lease
+            if lease is None:
+                try:
+                    lease = self._api.read_namespaced_lease(self.pod, self.namespace)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    body = client.V1Lease(
+                        metadata=client.V1ObjectMeta(name=self.pod, namespace=self.namespace,
+                                                     labels={LABEL_FLEET: self.fleet}, annotations=annotations),
+                        spec=client.V1LeaseSpec(holder_identity=self.pod, lease_duration_seconds=int(self.interval),
+                                                acquire_time=now, renew_time=now))
+                    self._lease = self._api.create_namespaced_lease(self.namespace, body)
+                    return
+            lease.metadata.labels = {LABEL_FLEET: self.fleet}
+            lease.metadata.annotations = annotations
+            lease.spec.holder_identity = self.pod
+            lease.spec.renew_time = now
+            try:
+                self._lease = self._api.replace_namespaced_lease(self.pod, self.namespace, lease)
+            except ApiException:
+                self._lease = None  # a conflict or a deleted Lease: read it again next time
+                raise

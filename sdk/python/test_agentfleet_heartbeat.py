@@ -1,0 +1,81 @@
+"""Unit tests of agentfleet_heartbeat against a recording fake of CoordinationV1Api.
+
+Run: python3 -m unittest discover -s sdk/python (make test runs them, and an end-to-end test on the
+local cluster in test/e2e/python_test.go).
+"""
+
+import unittest
+
+from kubernetes.client.rest import ApiException
+
+import agentfleet_heartbeat as hbmod
+
+
+class FakeLeases:
+    def __init__(self):
+        self.lease = None
+        self.writes = []
+
+    def read_namespaced_lease(self, name, namespace):
+        if self.lease is None:
+            raise ApiException(status=404)
+        return self.lease
+
+    def create_namespaced_lease(self, namespace, body):
+        self.lease = body
+        self.writes.append(dict(body.metadata.annotations))
+        return body
+
+    def replace_namespaced_lease(self, name, namespace, body):
+        self.lease = body
+        self.writes.append(dict(body.metadata.annotations))
+        return body
+
+
+class HeartbeatTest(unittest.TestCase):
+    def setUp(self):
+        self.api = FakeLeases()
+        self.hb = hbmod.Heartbeat("agents", "research", "research-agents-worker-abcde", 3600, api=self.api)
+        self.hb._write()  # what start() writes first
+
+    def test_lease_carries_the_contract(self):
+        lease = self.api.lease
+        self.assertEqual(lease.metadata.name, "research-agents-worker-abcde")
+        self.assertEqual(lease.metadata.labels, {"agentfleet.dev/fleet": "research"})
+        self.assertEqual(lease.spec.holder_identity, "research-agents-worker-abcde")
+        self.assertEqual(lease.metadata.annotations["agentfleet.dev/state"], "idle")
+
+    def test_repeats_count_the_same_action_in_a_row(self):
+        self.hb.step("search: a")   # starts a task: written at once
+        self.hb.step("search: a")
+        self.hb.step("search: a")
+        self.hb._write()
+        a = self.api.lease.metadata.annotations
+        self.assertEqual((a["agentfleet.dev/state"], a["agentfleet.dev/action-repeats"], a["agentfleet.dev/task-steps"], a["agentfleet.dev/steps"]),
+                         ("working", "3", "3", "3"))
+        self.hb.step("search: b")
+        self.hb._write()
+        self.assertEqual(self.api.lease.metadata.annotations["agentfleet.dev/action-repeats"], "1")
+
+    def test_idle_ends_the_task(self):
+        self.hb.step("x")
+        self.hb.step("x")
+        self.hb.idle()
+        a = self.api.lease.metadata.annotations
+        self.assertEqual((a["agentfleet.dev/state"], a["agentfleet.dev/action-repeats"], a["agentfleet.dev/task-steps"], a["agentfleet.dev/steps"]),
+                         ("idle", "0", "0", "2"))
+        self.assertIn("agentfleet.dev/last-step-time", a)
+        writes = len(self.api.writes)
+        self.hb.idle()  # nothing new: no write
+        self.assertEqual(len(self.api.writes), writes)
+
+    def test_steps_within_an_interval_are_coalesced(self):
+        self.hb.step("one")  # starts a task: written
+        before = len(self.api.writes)
+        for i in range(100):
+            self.hb.step("step %d" % i)
+        self.assertEqual(len(self.api.writes), before, "steps within the interval must wait for the renewal")
+
+
+if __name__ == "__main__":
+    unittest.main()
