@@ -167,3 +167,10 @@ FUZZTIME ?= 60s
 .PHONY: fuzz
 fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
 	go test ./rayspecs -run '^$$' -fuzz FuzzValidFleetsBuild -fuzztime $(FUZZTIME)
+
+##@ Benchmarks
+
+BENCH_WORKERS ?= 1000
+.PHONY: bench
+bench: bins ## Supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, on the local cluster.
+	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -59,7 +60,7 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	}
 	d := supervisor.Decide(supervisor.Observation{
 		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat,
-		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts,
+		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts, Replicas: int(ptr.Deref(f.Spec.Replicas, 1)),
 	})
 	s.requeue(d.RecheckAfter)
 	if d.BudgetExhausted && len(d.Held) > 0 {

@@ -40,8 +40,7 @@ const (
 	// DefaultPendingDeadline: a worker Pending (unschedulable, or its image not pulled) this long is
 	// replaced: it may land on a healthier node.
 	DefaultPendingDeadline = 5 * time.Minute
-	// BackoffBase and BackoffMax bound the wait between replacements: the n-th replacement in the
-	// budget's window waits BackoffBase·2^(n-1) after the one before it.
+	// BackoffBase and BackoffMax bound the wait between replacements of a worker slot.
 	BackoffBase = time.Second
 	BackoffMax  = 5 * time.Minute
 )
@@ -59,6 +58,8 @@ type Observation struct {
 	// Budget is the fleet's restart budget; Recent are the replacements made so far, oldest first.
 	Budget v1alpha1.RestartBudget
 	Recent []v1alpha1.RestartRecord
+	// Replicas is the declared number of workers: the slots the backoff is spread over.
+	Replicas int
 	// PendingDeadline; zero means DefaultPendingDeadline.
 	PendingDeadline time.Duration
 }
@@ -132,14 +133,20 @@ func Decide(o Observation) Decision {
 			recheck(inWindow[0].Add(window).Sub(o.Now))
 		}
 	}
-	// Backoff: the n-th replacement in the window waits BackoffBase·2^(n-1) after the previous one.
-	if n := len(inWindow); n > 0 {
-		wait := min(BackoffBase<<min(n-1, 20), BackoffMax)
+	// Backoff, per worker slot: KubeRay's workers have no stable identity, so a slot's replacements
+	// are counted as the window's replacements spread over the declared workers. Once each slot has
+	// been replaced in the window, the next replacement waits BackoffBase·2^(k-1) after the previous
+	// one, k the replacements per slot, one at a time: a crash loop slows down, while a few
+	// independent crashes in a large fleet are replaced at once.
+	slots := max(o.Replicas, 1)
+	if n := len(inWindow); n >= slots {
+		perSlot := n / slots
+		wait := min(BackoffBase<<min(perSlot-1, 20), BackoffMax)
 		if next := inWindow[n-1].Add(wait); o.Now.Before(next) {
 			recheck(next.Sub(o.Now))
 			allowed = 0
 		} else {
-			allowed = min(allowed, 1) // one at a time while backing off
+			allowed = min(allowed, 1)
 		}
 	}
 	allowed = max(allowed, 0)

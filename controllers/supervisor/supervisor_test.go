@@ -150,16 +150,18 @@ func TestBudgetAndBackoff(t *testing.T) {
 		wantExhausted bool
 		wantRecheck   time.Duration
 	}{
-		"first crashes: all at once within budget":                      {nil, budget(10, 600), []string{"a", "b", "c"}, false, 0},
-		"budget allows two":                                             {nil, budget(2, 600), []string{"a", "b"}, true, 0},
-		"budget spent: none, recheck when the oldest leaves the window": {records(100*time.Second, 50*time.Second), budget(2, 600), nil, true, 500 * time.Second},
-		"old restarts outside the window do not count":                  {records(700*time.Second, 650*time.Second), budget(2, 600), []string{"a", "b"}, true, 0},
-		"in backoff after the 3rd: wait 4s from the last":               {records(30*time.Second, 20*time.Second, 2*time.Second), budget(10, 600), nil, false, 2 * time.Second},
-		"backoff over: one at a time":                                   {records(30*time.Second, 20*time.Second, 5*time.Second), budget(10, 600), []string{"a"}, false, 0},
+		"first crashes: all at once within budget":                        {nil, budget(10, 600), []string{"a", "b", "c"}, false, 0},
+		"budget allows two":                                               {nil, budget(2, 600), []string{"a", "b"}, true, 0},
+		"budget spent: none, recheck when the oldest leaves the window":   {records(100*time.Second, 50*time.Second), budget(2, 600), nil, true, 500 * time.Second},
+		"old restarts outside the window do not count":                    {records(700*time.Second, 650*time.Second), budget(2, 600), []string{"a", "b"}, true, 0},
+		"fewer replacements than slots: no backoff":                       {records(30*time.Second, 2*time.Second), budget(10, 600), []string{"a", "b", "c"}, false, 0},
+		"every slot replaced once: wait 1s after the last, one at a time": {records(30*time.Second, 20*time.Second, 10*time.Second, 500*time.Millisecond), budget(10, 600), nil, false, 500 * time.Millisecond},
+		"twice per slot: wait 2s":                                         {records(9*time.Second, 8*time.Second, 7*time.Second, 6*time.Second, 5*time.Second, 4*time.Second, 3*time.Second, time.Second), budget(20, 600), nil, false, time.Second},
+		"backoff over: one at a time":                                     {records(30*time.Second, 20*time.Second, 10*time.Second, 5*time.Second), budget(10, 600), []string{"a"}, false, 0},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			d := sv.Decide(sv.Observation{Now: now, Workers: three, Budget: tc.budget, Recent: tc.recent})
+			d := sv.Decide(sv.Observation{Now: now, Workers: three, Replicas: 4, Budget: tc.budget, Recent: tc.recent})
 			var got []string
 			for _, r := range d.Replace {
 				got = append(got, r.Worker)

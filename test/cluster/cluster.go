@@ -71,6 +71,7 @@ type Cluster struct {
 	removeDir  bool
 	env        *envtest.Environment
 	procs      []*process // started processes, in start order
+	metrics    map[string]string
 	envStarted bool
 }
 
@@ -381,8 +382,18 @@ func (c *Cluster) StartOperator(ctx context.Context, name, bin string, args ...s
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probe),
 	}, args...)
-	return c.startBinary(ctx, name, bin, args, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe)))
+	if err := c.startBinary(ctx, name, bin, args, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))); err != nil {
+		return err
+	}
+	if c.metrics == nil {
+		c.metrics = map[string]string{}
+	}
+	c.metrics[name] = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
+	return nil
 }
+
+// MetricsURL is the Prometheus endpoint of an operator started by StartOperator.
+func (c *Cluster) MetricsURL(name string) string { return c.metrics[name] }
 
 // Stop stops every part, newest first, and removes the working folder if Start made it.
 func (c *Cluster) Stop() error {
