@@ -28,13 +28,14 @@ func main() {
 	var (
 		metricsAddr, probeAddr, workerServiceAccount string
 		leaderElect                                  bool
-		jobHistory                                   int
+		jobHistory, concurrency                      int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probes bind to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so that only one replica of the operator reconciles")
 	flag.StringVar(&workerServiceAccount, "worker-service-account", "", "ServiceAccount the agent workers run as (empty: the namespace's default)")
 	flag.IntVar(&jobHistory, "job-history-limit", 3, "finished RayJobs kept per job")
+	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "fleets reconciled at once")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse() // --kubeconfig is registered by controller-runtime
@@ -74,6 +75,7 @@ func main() {
 	r := fleet.NewReconciler(mgr.GetClient(), mgr.GetAPIReader())
 	r.Specs.WorkerServiceAccount = workerServiceAccount
 	r.JobHistoryLimit = jobHistory
+	r.MaxConcurrentReconciles = concurrency
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Setting up the AgentFleet controller")
 		os.Exit(1)

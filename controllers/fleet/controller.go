@@ -35,6 +35,8 @@ type Reconciler struct {
 	Specs rayspecs.Options
 	// JobHistoryLimit is how many finished RayJobs of each job are kept.
 	JobHistoryLimit int
+	// MaxConcurrentReconciles: fleets are independent, so several are reconciled at once.
+	MaxConcurrentReconciles int
 
 	deps      *dependencyWatches
 	deletions *deletions

@@ -202,35 +202,56 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 	if err != nil {
 		return nil, err
 	}
-	// An agent for every worker, stepping every 200 ms.
+	// An agent for every Ready worker, replacements included, stepping every 200 ms.
 	agentCtx, stopAgents := context.WithCancel(ctx)
 	defer stopAgents()
-	pods := b.readyPods(ctx, ns, name)[:n]
-	clients := map[string]*heartbeat.Client{}
+	var mu sync.Mutex
 	cancels := map[string]context.CancelFunc{}
 	var loopers sync.Map
-	for _, p := range pods {
-		hb := heartbeat.New(b.cs, ns, name, p, time.Duration(interval)*time.Second)
-		actx, cancel := context.WithCancel(agentCtx)
-		if err := hb.Start(actx); err != nil {
-			cancel()
-			return nil, err
-		}
-		clients[p], cancels[p] = hb, cancel
-		go func() {
-			for i := 0; actx.Err() == nil; i++ {
-				action := fmt.Sprintf("step %d", i)
-				if _, ok := loopers.Load(p); ok {
-					action = "the same action"
-				}
-				_ = hb.Step(action)
-				time.Sleep(200 * time.Millisecond)
+	startAgents := func() {
+		for _, p := range b.readyPods(agentCtx, ns, name) {
+			mu.Lock()
+			_, running := cancels[p]
+			mu.Unlock()
+			if running {
+				continue
 			}
-		}()
+			hb := heartbeat.New(b.cs, ns, name, p, time.Duration(interval)*time.Second)
+			actx, cancel := context.WithCancel(agentCtx)
+			if err := hb.Start(actx); err != nil {
+				cancel()
+				continue
+			}
+			mu.Lock()
+			cancels[p] = cancel
+			mu.Unlock()
+			go func() {
+				for i := 0; actx.Err() == nil; i++ {
+					action := fmt.Sprintf("step %d", i)
+					if _, ok := loopers.Load(p); ok {
+						action = "the same action"
+					}
+					_ = hb.Step(action)
+					time.Sleep(200 * time.Millisecond)
+				}
+			}()
+		}
 	}
+	startAgents()
+	pods := b.readyPods(ctx, ns, name)[:n]
+	go func() {
+		for agentCtx.Err() == nil {
+			startAgents()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	time.Sleep(2 * time.Second)
 	wait, stop := b.requested(ctx, ns, name)
 	defer stop()
+	// The fleet goes when measured, so that it does not load the next measurement.
+	defer func() {
+		_ = b.k8s.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	}()
 
 	var lat []float64
 	for _, p := range pods {
@@ -242,12 +263,19 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 				return nil, err
 			}
 		case "Stalled":
+			mu.Lock()
 			cancels[p]()
+			mu.Unlock()
 			lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, p, metav1.GetOptions{})
 			if err != nil {
 				return nil, err
 			}
-			evidence = lease.Spec.RenewTime.Add(deadline * time.Second)
+			// The deadline passes first for the last step when working, else for the last renewal.
+			last := lease.Spec.RenewTime.Time
+			if step, err := time.Parse(time.RFC3339Nano, lease.Annotations[heartbeat.AnnotationLastStepTime]); err == nil && step.Before(last) {
+				last = step
+			}
+			evidence = last.Add(deadline * time.Second)
 		case "Looping":
 			// The evidence is the Lease write that carries the 5th repeat.
 			loopers.Store(p, true)
