@@ -20,6 +20,9 @@ $(error cannot read the k8s.io/kubernetes version from test/tools/kubernetes/go.
 endif
 K8S_MINOR              := $(word 2,$(subst ., ,$(K8S_VERSION)))
 
+# Objects the e2e tests write from the live cluster for the ArgoCD health-check tests.
+LIVE_FIXTURES := $(CURDIR)/bin/live-fixtures
+
 # What the tests and `make dev` find: bin/ for the cluster's processes, the local test cluster's
 # state under a folder of its own.
 export AGENTFLEET_BIN_DIR := $(BIN)
@@ -72,8 +75,9 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 
 .PHONY: test
 test: bins python-deps ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
-	go test -count=1 -timeout 30m ./...
-	$(MAKE) test-argocd
+	rm -rf $(LIVE_FIXTURES)
+	AGENTFLEET_LIVE_FIXTURES=$(LIVE_FIXTURES) go test -count=1 -timeout 30m ./...
+	cd test/argocd && go test -count=1 ./... -args -live=$(LIVE_FIXTURES)
 
 # The Python heartbeat SDK is tested with Debian's python3-kubernetes (PyPI is not reachable here).
 .PHONY: python-deps

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
 // +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=get;list;watch
@@ -58,7 +60,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Owns(&rayv1.RayJob{}).
 		Owns(&corev1.ServiceAccount{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
-		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToFleet)).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(promptIndex))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(secretIndex))).
 		Named("agentfleet").
@@ -78,6 +80,34 @@ func podToFleet(_ context.Context, o client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// leaseToFleet wakes a fleet for a heartbeat Lease only when the Lease shows a loop: renewals are
+// most of the operator's events (a thousand workers renewing every 10 s are 100 a second), and a
+// stall is found by the timer set for the deadline, not by an event. A new or deleted Lease wakes
+// the fleet too (the informer's delete event carries the last state; creation starts a worker's
+// contract).
+func (r *Reconciler) leaseToFleet(ctx context.Context, o client.Object) []reconcile.Request {
+	reqs := podToFleet(ctx, o)
+	if len(reqs) == 0 {
+		return nil
+	}
+	f := &v1alpha1.AgentFleet{}
+	if err := r.Get(ctx, reqs[0].NamespacedName, f); err != nil || f.Spec.Health.Heartbeat == nil {
+		return nil
+	}
+	hb := f.Spec.Health.Heartbeat
+	a := o.GetAnnotations()
+	if o.GetDeletionTimestamp() != nil || a[supervisor.AnnotationSteps] == "" || a[supervisor.AnnotationSteps] == "0" ||
+		atLeast(a[supervisor.AnnotationActionRepeats], hb.MaxRepeatedActions) || atLeast(a[supervisor.AnnotationTaskSteps], hb.MaxStepsPerTask) {
+		return reqs
+	}
+	return nil
+}
+
+func atLeast(value string, limit int32) bool {
+	n, err := strconv.Atoi(value)
+	return err == nil && limit > 0 && n >= int(limit)
 }
 
 // fleetsReferencing maps an object to the fleets in its namespace whose index holds its name.

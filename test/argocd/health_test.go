@@ -130,3 +130,49 @@ func TestArgoCDConfigMapSnippet(t *testing.T) {
 		t.Errorf("%s is stale: run make argocd-cm", path)
 	}
 }
+
+var live = flag.String("live", "", "a folder of objects the e2e tests wrote from the live cluster, named <name>.<health>.yaml")
+
+// TestLiveObjects runs our health checks on objects as the e2e tests saw them on the local cluster
+// (`make test` passes -live): the real operator's and the real KubeRay's status, not hand-made
+// fixtures only.
+func TestLiveObjects(t *testing.T) {
+	if *live == "" {
+		t.Skip("no -live folder: run through `make test`, after the e2e tests")
+	}
+	paths, err := filepath.Glob(filepath.Join(*live, "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paths) < 5 {
+		t.Fatalf("%d live objects in %s, want the 5 the e2e tests write", len(paths), *live)
+	}
+	all := scripts(t)
+	for _, p := range paths {
+		name := strings.TrimSuffix(filepath.Base(p), ".yaml")
+		want := health.HealthStatusCode(name[strings.LastIndexByte(name, '.')+1:])
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+				t.Fatal(err)
+			}
+			gvk := obj.GroupVersionKind()
+			script, ok := all[gvk.Group+"/"+gvk.Kind]
+			if !ok {
+				t.Fatalf("no health check for %s", gvk)
+			}
+			got, err := lua.VM{}.ExecuteHealthLua(obj, script)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != want {
+				t.Errorf("health = %s %q, want %s", got.Status, got.Message, want)
+			}
+			t.Logf("%s: %s %q", name, got.Status, got.Message)
+		})
+	}
+}

@@ -257,6 +257,8 @@ func (c *Cluster) startControlPlane() error {
 		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("writing the kubeconfig: %w", err)}
 	}
 	c.Config = user.Config()
+	// Tests and fault injection are not to be slowed by client-go's default 5 requests per second.
+	c.Config.QPS, c.Config.Burst = 200, 400
 	c.Client, err = client.New(c.Config, client.Options{Scheme: c.env.Scheme})
 	if err != nil {
 		return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("building a client: %w", err)}

@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -44,8 +46,10 @@ func run(m *testing.M) int {
 	}
 	c, err = cluster.Start(ctx, cluster.Options{
 		CRDDirectoryPaths: []string{crds},
-		Nodes:             append(cluster.GPUNodes("h100", 2, 8, "NVIDIA-H100-80GB-HBM3"), cluster.Node{Name: "cpu-0"}),
-		Progress:          os.Stdout,
+		// Room for every test's fleets at once: the tests leave theirs for the logs.
+		Nodes: append(cluster.GPUNodes("h100", 2, 8, "NVIDIA-H100-80GB-HBM3"),
+			cluster.Node{Name: "cpu-0", CPU: "512", Memory: "4Ti"}, cluster.Node{Name: "cpu-1", CPU: "512", Memory: "4Ti"}),
+		Progress: os.Stdout,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -163,6 +167,8 @@ func TestSamplesBecomeReady(t *testing.T) {
 			t.Errorf("fleet %s: phase %s, %d ready of %d", name, f.Status.Phase, f.Status.ReadyReplicas, *f.Spec.Replicas)
 		}
 	}
+	liveFixture(t, "agentfleet-ready", "Healthy", &v1alpha1.AgentFleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "coders"}})
+	liveFixture(t, "raycluster-ready", "Healthy", &rayv1.RayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "coders"}})
 	// kubectl wait, as a pipeline would use it.
 	kubectl := exec.Command(kubectlPath(t), "--kubeconfig", c.Kubeconfig, "wait", "--for=condition=Ready", "--timeout=10s", "agentfleet/coders", "-n", "default")
 	if out, err := kubectl.CombinedOutput(); err != nil {

@@ -194,6 +194,7 @@ func TestMissingDependencyHoldsTheFleetUntilItIsHealthy(t *testing.T) {
 	ns := namespace(t)
 	_, key := newFleet(t, builder.MakeAgentFleet("waiter", ns).Replicas(1).DependsOn("apps/v1", "Deployment", "model-server"))
 	waitCondition(t, key, v1alpha1.ConditionProgressing, metav1.ConditionTrue, v1alpha1.ReasonWaitingForDependencies, 20*time.Second)
+	liveFixture(t, "agentfleet-waiting-for-dependencies", "Progressing", getFleet(t, key))
 	time.Sleep(2 * time.Second)
 	if err := k8s.Get(ctx, key, &rayv1.RayCluster{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("RayCluster while the dependency is missing: %v", err)
@@ -239,6 +240,8 @@ func TestSuspendResumeAndDelete(t *testing.T) {
 	if p := getFleet(t, key).Status.Phase; p != v1alpha1.PhaseSuspended {
 		t.Errorf("phase %s", p)
 	}
+	liveFixture(t, "agentfleet-suspended", "Suspended", getFleet(t, key))
+	liveFixture(t, "raycluster-suspended", "Suspended", &rayv1.RayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sleeper"}})
 	setSuspend(false)
 	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
 

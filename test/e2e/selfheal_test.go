@@ -84,7 +84,7 @@ func (a *agents) sync(ctx context.Context) {
 	defer a.mu.Unlock()
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if _, ok := a.running[p.Name]; ok || !podReady(p) {
+		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" {
 			continue
 		}
 		agentCtx, cancel := context.WithCancel(ctx)
@@ -127,8 +127,8 @@ func (a *agents) set(pod, behaviour string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.behaviours[pod] = behaviour
-	if behaviour == "stall" {
-		a.running[pod].cancel()
+	if ag, ok := a.running[pod]; ok && behaviour == "stall" {
+		ag.cancel()
 	}
 }
 
@@ -265,4 +265,5 @@ func TestCrashLoopExhaustsTheRestartBudget(t *testing.T) {
 	if f.Status.Phase != v1alpha1.PhaseDegraded {
 		t.Errorf("phase %s, want Degraded", f.Status.Phase)
 	}
+	liveFixture(t, "agentfleet-restart-budget-exhausted", "Degraded", f)
 }

@@ -77,7 +77,7 @@ func run(injections, workers, interval int, loadFor time.Duration) error {
 	defer func() { _ = c.Stop() }()
 	manager := filepath.Join(c.Dir, "manager")
 	if out, err := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput(); err != nil {
-		return fmt.Errorf("building the operator: %v\n%s", err, out)
+		return fmt.Errorf("building the operator: %w\n%s", err, out)
 	}
 	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
 		return err
@@ -258,10 +258,11 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 		var evidence time.Time
 		switch reason {
 		case "Crashed":
-			evidence = time.Now()
+			// The evidence exists once the kubelet's (here: the test's) status write is done.
 			if err := b.c.FailContainer(ctx, client.ObjectKey{Namespace: ns, Name: p}, "ray-worker", 1); err != nil {
 				return nil, err
 			}
+			evidence = time.Now()
 		case "Stalled":
 			mu.Lock()
 			cancels[p]()
