@@ -1,11 +1,15 @@
 package cluster
 
 import (
+	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -40,4 +44,41 @@ func RepoPath(rel string) (string, error) {
 		return "", err
 	}
 	return filepath.Join(filepath.Dir(binDir), rel), nil
+}
+
+// RunWithAPIServer runs a package's tests against an envtest kube-apiserver with KubeRay's CRDs and
+// ours installed, handing use a client of scheme first. In -short mode it runs them without one
+// (use is not called). It returns the exit code for os.Exit.
+func RunWithAPIServer(m *testing.M, scheme *runtime.Scheme, use func(client.Client)) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
+	crds, err := RepoPath("config/crd/bases")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env, err := Envtest(scheme, crds)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		return 1
+	}
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	use(c)
+	return m.Run()
 }
