@@ -400,7 +400,7 @@ func TestJobs(t *testing.T) {
 			run = &jobs[i]
 		}
 	}
-	if run == nil || run.Annotations[v1alpha1.AnnotationScheduledTime] != "2026-11-23T03:00:00Z" {
+	if run == nil || run.Annotations[v1alpha1.AnnotationScheduledTime] != start.Add(time.Hour).Format(time.RFC3339) {
 		t.Fatalf("no nightly run for 03:00: %v", names(jobs))
 	}
 

@@ -32,16 +32,7 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	if rc == nil || f.Spec.Suspend {
 		return nil
 	}
-	existing := sets.New[string]()
-	for _, p := range s.pods {
-		existing.Insert(p.Name)
-	}
-	pending := r.deletions.pending(rc.UID, existing)
-	for _, g := range rc.Spec.WorkerGroupSpecs {
-		if g.GroupName == v1alpha1.WorkerGroup {
-			pending.Insert(g.ScaleStrategy.WorkersToDelete...)
-		}
-	}
+	pending := r.pendingDeletes(rc, s.pods)
 	var workers []corev1.Pod
 	for _, p := range s.pods {
 		if p.DeletionTimestamp.IsZero() && !pending.Has(p.Name) {

@@ -65,22 +65,9 @@ func (r *Reconciler) reconcileRollout(ctx context.Context, s *scope) error {
 	}
 	budget = max(budget, 1)
 
-	existing := sets.New[string]()
-	for _, p := range pods {
-		existing.Insert(p.Name)
-	}
 	// Pods already handed to KubeRay count as unavailable until they are gone, even where the cache
 	// still shows them Ready.
-	pending := r.deletions.pending(rc.UID, existing)
-	for _, g := range rc.Spec.WorkerGroupSpecs {
-		if g.GroupName == v1alpha1.WorkerGroup {
-			for _, name := range g.ScaleStrategy.WorkersToDelete {
-				if existing.Has(name) {
-					pending.Insert(name)
-				}
-			}
-		}
-	}
+	pending := r.pendingDeletes(rc, pods)
 
 	var readyOutdated, unreadyOutdated []string
 	available := 0
@@ -122,6 +109,26 @@ func (r *Reconciler) reconcileRollout(ctx context.Context, s *scope) error {
 	r.event(s.fleet, corev1.EventTypeNormal, EventRollingWorkers, "Replacing %d outdated agent workers (revision %s, maxUnavailable %d): %s",
 		len(batch), current, budget, strings.Join(batch, ", "))
 	return nil
+}
+
+// pendingDeletes are the workers handed to KubeRay for deletion (by this process's expectations
+// or the RayCluster's workersToDelete) that still exist.
+func (r *Reconciler) pendingDeletes(rc *rayv1.RayCluster, pods []corev1.Pod) sets.Set[string] {
+	existing := sets.New[string]()
+	for _, p := range pods {
+		existing.Insert(p.Name)
+	}
+	pending := r.deletions.pending(rc.UID, existing)
+	for _, g := range rc.Spec.WorkerGroupSpecs {
+		if g.GroupName == v1alpha1.WorkerGroup {
+			for _, name := range g.ScaleStrategy.WorkersToDelete {
+				if existing.Has(name) {
+					pending.Insert(name)
+				}
+			}
+		}
+	}
+	return pending
 }
 
 // setWorkersToDelete writes the agent group's workersToDelete. The patch carries no optimistic lock:

@@ -53,7 +53,9 @@ type env struct {
 	pods   int // worker pods made so far, for their names
 }
 
-var start = time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)
+// start is the fake clock's time: 02:00 UTC of the day after today, so that it is always after the
+// creation times the API server gives objects (on its real clock), as the operator's clock is.
+var start = time.Now().UTC().Truncate(24 * time.Hour).Add(26 * time.Hour)
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
