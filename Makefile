@@ -12,13 +12,17 @@ export GOWORK := off
 # by the wrapper modules under test/tools/, whose go.mod and go.sum are the version record.
 KWOK_VERSION           ?= v0.7.0
 CONTROLLER_GEN_VERSION ?= v0.20.1
-HELM_VERSION           ?= v3.19.5
 GOLANGCI_LINT_VERSION  ?= v2.15.0
 K8S_VERSION            := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "k8s.io/kubernetes" && $$(i+1) ~ /^v/) print $$(i+1)}' test/tools/kubernetes/go.mod)
 ifeq ($(K8S_VERSION),)
 $(error cannot read the k8s.io/kubernetes version from test/tools/kubernetes/go.mod)
 endif
 K8S_MINOR              := $(word 2,$(subst ., ,$(K8S_VERSION)))
+
+# Our modules besides the main one: the heartbeat contract and the Go SDK, modules of their own so
+# that agents built with the SDK do not inherit the operator's dependencies. `go ... ./...` in the
+# main module does not reach into them.
+SUBMODULES := api/heartbeat sdk/go
 
 # Objects the e2e tests write from the live cluster for the ArgoCD health-check tests.
 LIVE_FIXTURES := $(CURDIR)/bin/live-fixtures
@@ -57,10 +61,12 @@ fmt: ## gofmt the tree.
 .PHONY: vet
 vet: ## go vet every module of ours.
 	go vet ./...
+	@for d in $(SUBMODULES); do echo "go vet in $$d"; (cd $$d && go vet ./...) || exit 1; done
 
 .PHONY: lint
 lint: $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ## golangci-lint (config in .golangci.yml).
 	$(BIN)/golangci-lint run ./...
+	@for d in $(SUBMODULES); do echo "golangci-lint in $$d"; (cd $$d && $(BIN)/golangci-lint run --config $(CURDIR)/.golangci.yml ./...) || exit 1; done
 
 .PHONY: verify
 verify: generate manifests ## Fail if formatting, vet, lint or generated files are off.
@@ -68,7 +74,7 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
-	@for d in test/tools/*/ test/argocd/; do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
+	@for d in test/tools/*/ test/argocd/ $(SUBMODULES); do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
 	go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 
 ##@ Test
@@ -77,6 +83,7 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 test: bins python-deps ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
 	rm -rf $(LIVE_FIXTURES)
 	AGENTFLEET_LIVE_FIXTURES=$(LIVE_FIXTURES) go test -count=1 -timeout 30m ./...
+	@for d in $(SUBMODULES); do (cd $$d && go test -count=1 ./...) || exit 1; done
 	cd test/argocd && go test -count=1 ./... -args -live=$(LIVE_FIXTURES)
 
 # The Python heartbeat SDK is tested with Debian's python3-kubernetes (PyPI is not reachable here).
@@ -102,6 +109,7 @@ argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the health.lua files.
 .PHONY: test-unit
 test-unit: ## Tests that need no cluster parts.
 	go test -count=1 -short ./...
+	@for d in $(SUBMODULES); do (cd $$d && go test -count=1 -short ./...) || exit 1; done
 
 ##@ Cluster parts, built from Go modules into bin/ (git-ignored); each is rebuilt only when its pin changes
 
@@ -142,10 +150,6 @@ $(STAMPS)/kwok-$(KWOK_VERSION): | $(STAMPS)
 
 $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION): | $(STAMPS)
 	GOBIN=$(BIN) go install -trimpath sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
-	@touch $@
-
-$(STAMPS)/helm-$(HELM_VERSION): | $(STAMPS)
-	GOBIN=$(BIN) go install -trimpath helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@touch $@
 
 $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION): | $(STAMPS)

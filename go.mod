@@ -3,8 +3,12 @@ module github.com/agentfleet/agentfleet
 go 1.26
 
 require (
+	github.com/NVIDIA/go-nvml v0.13.4-1
+	github.com/agentfleet/agentfleet/api/heartbeat v0.0.0-00010101000000-000000000000
+	github.com/agentfleet/agentfleet/sdk/go v0.0.0-00010101000000-000000000000
 	github.com/google/go-cmp v0.7.0
 	github.com/prometheus/client_golang v1.23.2
+	github.com/prometheus/common v0.67.4
 	github.com/ray-project/kuberay/ray-operator v1.6.1
 	github.com/robfig/cron/v3 v3.0.1
 	k8s.io/api v0.35.0
@@ -60,7 +64,6 @@ require (
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
 	github.com/prometheus/client_model v0.6.2 // indirect
-	github.com/prometheus/common v0.67.4 // indirect
 	github.com/prometheus/procfs v0.19.2 // indirect
 	github.com/smallnest/chanx v1.2.0 // indirect
 	github.com/spf13/cobra v1.9.1 // indirect
@@ -72,7 +75,7 @@ require (
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap v1.27.1 // indirect
 	go.yaml.in/yaml/v2 v2.4.3 // indirect
-	go.yaml.in/yaml/v3 v3.0.4 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/exp v0.0.0-20240719175910-8a7402abbf56 // indirect
 	golang.org/x/net v0.48.0 // indirect
 	golang.org/x/oauth2 v0.34.0 // indirect
@@ -92,4 +95,11 @@ require (
 	sigs.k8s.io/gateway-api v1.4.1 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.1 // indirect
+)
+
+// The heartbeat contract and the Go SDK are modules of their own, so that agents built with the SDK
+// do not inherit this module's requirements; they are developed here, together.
+replace (
+	github.com/agentfleet/agentfleet/api/heartbeat => ./api/heartbeat
+	github.com/agentfleet/agentfleet/sdk/go => ./sdk/go
 )

@@ -21,6 +21,7 @@ import (
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/gpu"
 )
@@ -37,18 +38,6 @@ const (
 
 	promptVolume   = "agentfleet-prompt"
 	promptMountDir = "/etc/agentfleet/prompt"
-)
-
-// Environment variables the operator sets in every agent container.
-const (
-	EnvFleet             = "AGENTFLEET_FLEET"
-	EnvNamespace         = "AGENTFLEET_NAMESPACE"
-	EnvPodName           = "AGENTFLEET_POD_NAME"
-	EnvModelName         = "AGENTFLEET_MODEL_NAME"
-	EnvModelVersion      = "AGENTFLEET_MODEL_VERSION"
-	EnvModelEndpoint     = "AGENTFLEET_MODEL_ENDPOINT"
-	EnvPromptFile        = "AGENTFLEET_PROMPT_FILE"
-	EnvHeartbeatInterval = "AGENTFLEET_HEARTBEAT_INTERVAL"
 )
 
 // Inputs are what the builder needs besides the fleet, resolved by the caller.
@@ -255,7 +244,7 @@ func workerTemplate(f *v1alpha1.AgentFleet, promptHash string, o Options) (corev
 	w := f.Spec.Worker
 	c := agentContainer(f, WorkerContainer)
 	if f.Spec.Health.Heartbeat != nil {
-		c.Env = append(c.Env, corev1.EnvVar{Name: EnvHeartbeatInterval, Value: strconv.Itoa(int(f.Spec.Health.Heartbeat.IntervalSeconds))})
+		c.Env = append(c.Env, corev1.EnvVar{Name: heartbeatapi.EnvHeartbeatInterval, Value: strconv.Itoa(int(f.Spec.Health.Heartbeat.IntervalSeconds))})
 	}
 	c.Resources = corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
@@ -318,18 +307,18 @@ func gpuAffinity(product string) *corev1.Affinity {
 // agentContainer is the container common to head and workers: image, identity, model, prompt, env.
 func agentContainer(f *v1alpha1.AgentFleet, name string) corev1.Container {
 	env := []corev1.EnvVar{
-		{Name: EnvFleet, Value: f.Name},
-		{Name: EnvNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
-		{Name: EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
-		{Name: EnvModelName, Value: f.Spec.Model.Name},
-		{Name: EnvModelVersion, Value: f.Spec.Model.Version},
+		{Name: heartbeatapi.EnvFleet, Value: f.Name},
+		{Name: heartbeatapi.EnvNamespace, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
+		{Name: heartbeatapi.EnvPodName, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: heartbeatapi.EnvModelName, Value: f.Spec.Model.Name},
+		{Name: heartbeatapi.EnvModelVersion, Value: f.Spec.Model.Version},
 	}
 	if f.Spec.Model.Endpoint != "" {
-		env = append(env, corev1.EnvVar{Name: EnvModelEndpoint, Value: f.Spec.Model.Endpoint})
+		env = append(env, corev1.EnvVar{Name: heartbeatapi.EnvModelEndpoint, Value: f.Spec.Model.Endpoint})
 	}
 	var mounts []corev1.VolumeMount
 	if p := f.Spec.Prompt; p != nil {
-		env = append(env, corev1.EnvVar{Name: EnvPromptFile, Value: path.Join(promptMountDir, p.ConfigMapRef.Key)})
+		env = append(env, corev1.EnvVar{Name: heartbeatapi.EnvPromptFile, Value: path.Join(promptMountDir, p.ConfigMapRef.Key)})
 		mounts = append(mounts, corev1.VolumeMount{Name: promptVolume, MountPath: promptMountDir, ReadOnly: true})
 	}
 	for _, e := range f.Spec.Env {

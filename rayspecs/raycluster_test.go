@@ -15,6 +15,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/gpu"
 	"github.com/agentfleet/agentfleet/rayspecs"
@@ -133,8 +134,8 @@ func TestPromptIsMountedAndHashed(t *testing.T) {
 			if diff := cmp.Diff([]corev1.VolumeMount{{Name: "agentfleet-prompt", MountPath: "/etc/agentfleet/prompt", ReadOnly: true}}, c.VolumeMounts); diff != "" {
 				t.Errorf("mounts (-want +got):\n%s", diff)
 			}
-			if got := envValue(c, rayspecs.EnvPromptFile); got != "/etc/agentfleet/prompt/system.md" {
-				t.Errorf("%s = %q", rayspecs.EnvPromptFile, got)
+			if got := envValue(c, heartbeatapi.EnvPromptFile); got != "/etc/agentfleet/prompt/system.md" {
+				t.Errorf("%s = %q", heartbeatapi.EnvPromptFile, got)
 			}
 		})
 	}
@@ -156,21 +157,21 @@ func TestEnvironment(t *testing.T) {
 		return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}
 	}
 	want := []corev1.EnvVar{
-		{Name: "AGENTFLEET_FLEET", Value: "research"},
-		{Name: "AGENTFLEET_NAMESPACE", ValueFrom: field("metadata.namespace")},
-		{Name: "AGENTFLEET_POD_NAME", ValueFrom: field("metadata.name")},
-		{Name: "AGENTFLEET_MODEL_NAME", Value: "claude-sonnet-4-5"},
-		{Name: "AGENTFLEET_MODEL_VERSION", Value: "2025-09-29"},
-		{Name: "AGENTFLEET_MODEL_ENDPOINT", Value: "https://models.internal/v1"},
+		{Name: heartbeatapi.EnvFleet, Value: "research"},
+		{Name: heartbeatapi.EnvNamespace, ValueFrom: field("metadata.namespace")},
+		{Name: heartbeatapi.EnvPodName, ValueFrom: field("metadata.name")},
+		{Name: heartbeatapi.EnvModelName, Value: "claude-sonnet-4-5"},
+		{Name: heartbeatapi.EnvModelVersion, Value: "2025-09-29"},
+		{Name: heartbeatapi.EnvModelEndpoint, Value: "https://models.internal/v1"},
 		{Name: "LOG_LEVEL", Value: "debug"},
 		{Name: "ANTHROPIC_API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "llm-keys"}, Key: "anthropic"}}},
-		{Name: "AGENTFLEET_HEARTBEAT_INTERVAL", Value: "10"},
+		{Name: heartbeatapi.EnvHeartbeatInterval, Value: "10"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("worker env (-want +got):\n%s", diff)
 	}
-	if head := rc.Spec.HeadGroupSpec.Template.Spec.Containers[0]; envValue(head, rayspecs.EnvHeartbeatInterval) != "" {
+	if head := rc.Spec.HeadGroupSpec.Template.Spec.Containers[0]; envValue(head, heartbeatapi.EnvHeartbeatInterval) != "" {
 		t.Error("the head, which runs no agent, got a heartbeat interval")
 	}
 }
@@ -290,7 +291,7 @@ spec:
 			t.Errorf("containers (-want +got):\n%s", diff)
 		}
 		ray := tmpl.Spec.Containers[0]
-		if ray.Image != "registry.example.com/agents/researcher:1.0" || envValue(ray, "LOG_LEVEL") != "trace" || envValue(ray, "AGENTFLEET_FLEET") != "research" {
+		if ray.Image != "registry.example.com/agents/researcher:1.0" || envValue(ray, "LOG_LEVEL") != "trace" || envValue(ray, heartbeatapi.EnvFleet) != "research" {
 			t.Errorf("the Ray container lost what was generated or missed the override: image %q, env %v", ray.Image, ray.Env)
 		}
 	})

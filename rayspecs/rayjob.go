@@ -10,16 +10,17 @@ import (
 	"sigs.k8s.io/yaml"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 )
 
-// maxRayJobName is KubeRay's limit on RayJob names (utils.MaxRayJobNameLength): a RayJob's name is
-// the prefix of the names of what KubeRay makes for it.
-const maxRayJobName = 47
+// maxRayJobName is KubeRay's limit on RayJob names: a RayJob's name is the prefix of the names of
+// what KubeRay makes for it.
+const maxRayJobName = rayutils.MaxRayJobNameLength
 
 // clusterSelectorKey is the label KubeRay's RayJob clusterSelector matches a RayCluster by name with.
-const clusterSelectorKey = "ray.io/cluster"
+const clusterSelectorKey = rayutils.RayClusterLabelKey
 
 // JobOptions say which run of a job to build.
 type JobOptions struct {

@@ -435,7 +435,7 @@ type AgentFleetStatus struct {
 	// +optional
 	Jobs []JobStatus `json:"jobs,omitempty"`
 
-	// GPUs the fleet requests, in all.
+	// GPUs the fleet requests and those its Running workers hold.
 	// +optional
 	GPUs GPUStatus `json:"gpus,omitempty"`
 }
@@ -496,11 +496,16 @@ type JobStatus struct {
 	LastScheduleTime *metav1.Time `json:"lastScheduleTime,omitempty"`
 }
 
-// GPUStatus is the fleet's GPU request.
+// GPUStatus is the fleet's GPUs: those its declared workers request, and those its worker pods
+// actually hold.
 type GPUStatus struct {
 	// Requested is the number of GPUs the declared workers request in all.
 	// +optional
 	Requested int32 `json:"requested,omitempty"`
+	// Allocated is the number of GPUs held by the fleet's agent worker pods that are Running (as
+	// observed, not as requested): what the fleet is paying for now.
+	// +optional
+	Allocated int32 `json:"allocated,omitempty"`
 	// +optional
 	Product string `json:"product,omitempty"`
 }

@@ -15,7 +15,12 @@ const (
 	ReasonReady                  = "Ready"
 	ReasonWaitingForDependencies = "WaitingForDependencies"
 	ReasonDependencyFailed       = "DependencyFailed"
-	ReasonUnknownDependencyKind  = "UnknownDependencyKind"
+	// ReasonDependencyKindUnknown: the API server serves no such kind (its CRD is not installed, or
+	// apiVersion is wrong). Stalled until the CRD is installed or the spec changes.
+	ReasonDependencyKindUnknown = "DependencyKindUnknown"
+	// ReasonDependencyForbidden: the operator may not read a dependency; the message names the
+	// permission to grant. Stalled until RBAC grants it.
+	ReasonDependencyForbidden    = "DependencyForbidden"
 	ReasonPromptNotFound         = "PromptNotFound"
 	ReasonSecretNotFound         = "SecretNotFound"
 	ReasonInvalidSpec            = "InvalidSpec"

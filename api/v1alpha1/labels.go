@@ -1,11 +1,14 @@
 package v1alpha1
 
+import heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
+
 // Labels and annotations AgentFleet puts on what it creates. They are a contract: cost reports,
 // dashboards, the supervisor and people's selectors read them.
 const (
 	// LabelFleet names the fleet on its RayCluster, RayJobs, pods and heartbeat Leases, and as a Ray
-	// node label, so that the Ray dashboard shows which fleet a node belongs to.
-	LabelFleet = "agentfleet.dev/fleet"
+	// node label, so that the Ray dashboard shows which fleet a node belongs to. Workers label their
+	// Leases with it too, so it is defined by the heartbeat contract.
+	LabelFleet = heartbeatapi.LabelFleet
 	// LabelRole is "head" or "agent" on pods and Ray nodes.
 	LabelRole = "agentfleet.dev/role"
 	// LabelModelVersion is spec.model.version, on every pod.

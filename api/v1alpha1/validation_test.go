@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
@@ -79,7 +80,7 @@ func TestInvalidFleetsAreRefusedWithTheirRule(t *testing.T) {
 			"the value looks like a provider API key"},
 		"key inside a header value": {fleet().Env("AUTH_HEADER", "Bearer sk-abcdefghijklmnopqrstuv").Obj(),
 			"the value looks like a provider API key"},
-		"reserved env name": {fleet().Env("AGENTFLEET_PROMPT_FILE", "/tmp/p").Obj(),
+		"reserved env name": {fleet().Env(heartbeatapi.EnvPromptFile, "/tmp/p").Obj(),
 			"names starting with AGENTFLEET_ are set by the operator"},
 		"name in env and secretEnv": {fleet().Env("MODEL_TOKEN", "public").SecretEnv("MODEL_TOKEN", "llm", "token").Obj(),
 			"a variable is named in both env and secretEnv"},

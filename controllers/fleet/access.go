@@ -6,8 +6,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -15,19 +18,23 @@ import (
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
+// The access of heartbeat workers is removed when a fleet turns heartbeats off.
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=delete
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=delete
+
 // reconcileHeartbeatAccess gives the workers of a fleet with a heartbeat contract what they need to
 // keep their Leases, and nothing more: a ServiceAccount, and a Role allowing get, create, update and
-// patch on Leases in the fleet's namespace, bound to it.
+// patch on Leases in the fleet's namespace, bound to it. A fleet without one has none of them.
 func (r *Reconciler) reconcileHeartbeatAccess(ctx context.Context, s *scope) error {
 	f := s.fleet
-	if f.Spec.Health.Heartbeat == nil {
-		return nil
-	}
 	name := rayspecs.HeartbeatServiceAccount(f)
 	objectMeta := metav1.ObjectMeta{Name: name, Namespace: f.Namespace}
 	sa := &corev1.ServiceAccount{ObjectMeta: objectMeta}
 	role := &rbacv1.Role{ObjectMeta: objectMeta}
 	binding := &rbacv1.RoleBinding{ObjectMeta: objectMeta}
+	if f.Spec.Health.Heartbeat == nil {
+		return r.removeHeartbeatAccess(ctx, f, sa, role, binding)
+	}
 	if err := r.ensure(ctx, f, sa, func() {}); err != nil {
 		return err
 	}
@@ -57,5 +64,54 @@ func (r *Reconciler) ensure(ctx context.Context, f *v1alpha1.AgentFleet, obj cli
 	if err != nil {
 		return fmt.Errorf("%T %s for the heartbeat: %w", obj, klog.KObj(obj), err)
 	}
+	return nil
+}
+
+// removeHeartbeatAccess deletes the RoleBinding, the Role and the ServiceAccount the fleet made for
+// its heartbeats. The ServiceAccount goes too: workers without a heartbeat contract run as the
+// operator's WorkerServiceAccount (rayspecs.Options), and the tokens of workers not yet rolled off
+// it should not outlive the contract.
+//
+// The ServiceAccount is made first and deleted last, so that without one there is nothing to delete:
+// a fleet that never had heartbeats costs one read of the cache of ServiceAccounts, which the
+// controller watches anyway, and starts no informer of Roles.
+func (r *Reconciler) removeHeartbeatAccess(ctx context.Context, f *v1alpha1.AgentFleet, sa *corev1.ServiceAccount, role *rbacv1.Role, binding *rbacv1.RoleBinding) error {
+	if err := r.Get(ctx, client.ObjectKeyFromObject(sa), sa); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading ServiceAccount %s: %w", klog.KObj(sa), err)
+	}
+	if !metav1.IsControlledBy(sa, f) {
+		return nil // not ours: neither are a Role and RoleBinding of that name
+	}
+	// The binding first: without it the Role grants nothing, whatever fails after.
+	for _, o := range []struct {
+		kind string
+		obj  client.Object
+	}{{"RoleBinding", binding}, {"Role", role}, {"ServiceAccount", sa}} {
+		if err := r.deleteControlled(ctx, f, o.kind, o.obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteControlled deletes an object if the fleet controls it: one of the same name that someone
+// else made is left alone, and the UID precondition spares one made since it was read.
+func (r *Reconciler) deleteControlled(ctx context.Context, f *v1alpha1.AgentFleet, kind string, obj client.Object) error {
+	if err := r.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading %s %s: %w", kind, klog.KObj(obj), err)
+	}
+	if !metav1.IsControlledBy(obj, f) {
+		return nil
+	}
+	if err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting %s %s of a fleet without heartbeats: %w", kind, klog.KObj(obj), err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted the heartbeat access of a fleet without heartbeats", kind, klog.KObj(obj))
 	return nil
 }

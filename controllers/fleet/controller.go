@@ -11,7 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -21,6 +21,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -54,10 +55,16 @@ type scope struct {
 	desired *rayv1.RayCluster // what rayspecs built
 	cluster *rayv1.RayCluster // as observed, after this reconcile's writes
 	pods    []corev1.Pod      // the agent worker pods
+	pending sets.Set[string]  // workers handed to KubeRay for deletion that still exist
 	jobs    []v1alpha1.JobStatus
 
-	// restarts are the replacements made in this reconcile; budgetExhausted says why others were not.
-	restarts        []v1alpha1.RestartRecord
+	// What the rollout and the supervisor decided, for the handover phase to write.
+	rollout rolloutPlan
+	// replaced are the replacements recorded in this reconcile; inflight are workers recorded as
+	// replaced by an earlier pass that never handed them over. budgetExhausted says why unhealthy
+	// workers were not replaced.
+	replaced        []supervisor.Replacement
+	inflight        []string
 	budgetExhausted string
 
 	requeueAfter time.Duration
@@ -82,45 +89,52 @@ func (s *scope) requeue(after time.Duration) {
 
 type phase func(context.Context, *scope) error
 
+// conflictRequeue is how soon a reconcile that lost an optimistic-lock race runs again. The event of
+// the newer object usually brings it back sooner; this makes sure nothing waits for one.
+const conflictRequeue = 200 * time.Millisecond
+
 // Reconcile runs the phases in order, stops at the first that blocks or fails, then writes the
-// status computed from what was observed, once.
+// status computed from what was observed, once. Conflicts (our cache behind the server) are
+// requeued, never dropped.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	fleet := &v1alpha1.AgentFleet{}
 	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.deletions.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fleet.DeletionTimestamp.IsZero() {
+		r.deletions.forget(req.NamespacedName)
 		return ctrl.Result{}, nil // the garbage collector deletes the children by owner reference
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("AgentFleet", klog.KObj(fleet))
 	ctx = ctrl.LoggerInto(ctx, log)
 
-	s := &scope{fleet: fleet, now: r.Clock.Now()}
+	s := &scope{fleet: fleet, now: r.Clock.Now(), pending: sets.New[string]()}
 	var err error
 	for _, p := range []phase{
 		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.reconcileRayCluster,
-		r.reconcileRollout, r.reconcileHealth, r.reconcileJobs,
+		r.observeWorkers, r.reconcileRollout, r.reconcileHealth, r.reconcileHandover, r.reconcileJobs,
 	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {
 			break
 		}
 	}
-	if s.cluster != nil && err == nil {
+	if s.cluster != nil && s.pods == nil && err == nil {
 		// The pods are observed even when a phase blocked, so that status stays truthful.
-		if s.pods == nil {
-			s.pods, err = r.workerPods(ctx, s.cluster)
-		}
+		s.pods, err = r.workerPods(ctx, s.cluster)
 	}
 	if apierrors.IsConflict(err) {
-		// Our cache is behind the server: the event of the newer object brings us back, and this
-		// pass's observations are stale, so they are not written.
-		log.V(1).Info("Conflict with a newer object; waiting for its event", "error", err.Error())
-		return ctrl.Result{}, nil
+		// Our cache is behind the server: this pass's observations are stale, so they are not
+		// written; the next pass reads the newer objects.
+		log.V(1).Info("Conflict with a newer object; requeueing", "error", err.Error())
+		return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 	}
 	if statusErr := r.writeStatus(ctx, s, err); statusErr != nil {
 		if apierrors.IsConflict(statusErr) && err == nil {
-			log.V(1).Info("Conflict writing the status; waiting for the newer fleet's event")
-			return ctrl.Result{}, nil
+			log.V(1).Info("Conflict writing the status; requeueing")
+			return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 		}
 		err = errors.Join(err, statusErr)
 	}
@@ -133,7 +147,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // writeStatus computes the status from the scope and patches it if it changed, with an optimistic
 // lock so that a stale read never overwrites a newer status.
 func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr error) error {
-	status := computeStatus(s, reconcileErr)
+	o := statusObservation{
+		Now: s.now, Fleet: s.fleet, Cluster: s.cluster, Pods: s.pods, Jobs: s.jobs,
+		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr,
+	}
+	if s.desired != nil {
+		o.PromptHash = s.desired.Spec.WorkerGroupSpecs[0].Template.Annotations[v1alpha1.AnnotationPromptHash]
+	}
+	status := computeStatus(o)
 	if equality.Semantic.DeepEqual(s.fleet.Status, status) {
 		return nil
 	}
@@ -149,31 +170,4 @@ func (r *Reconciler) event(f *v1alpha1.AgentFleet, eventType, reason, format str
 	if r.Recorder != nil {
 		r.Recorder.Eventf(f, eventType, reason, format, args...)
 	}
-}
-
-// isReady reports whether a pod is Ready and not being deleted.
-func isReady(p *corev1.Pod) bool {
-	if !p.DeletionTimestamp.IsZero() {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-// clusterCondition is the status of one of KubeRay's RayCluster conditions.
-func clusterCondition(rc *rayv1.RayCluster, t rayv1.RayClusterConditionType) *metaCondition {
-	c := meta.FindStatusCondition(rc.Status.Conditions, string(t))
-	if c == nil {
-		return nil
-	}
-	return &metaCondition{true: c.Status == "True", reason: c.Reason, message: c.Message}
-}
-
-type metaCondition struct {
-	true            bool
-	reason, message string
 }

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/fleet"
@@ -194,7 +195,7 @@ func TestDependencies(t *testing.T) {
 		e.apply(e.fleet("agents").DependsOn("vectors.example.com/v1", "Index", "docs").Obj())
 		e.reconcile("agents")
 		e.noRayCluster("agents")
-		e.condition("agents", v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonUnknownDependencyKind, "serves no kind Index in vectors.example.com/v1")
+		e.condition("agents", v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonDependencyKindUnknown, "serves no kind Index in vectors.example.com/v1")
 	})
 	t.Run("missing then not ready then ready", func(t *testing.T) {
 		e := newEnv(t)
@@ -367,6 +368,13 @@ func TestJobs(t *testing.T) {
 	once := v1alpha1.JobSpec{Name: "backfill", Entrypoint: "python backfill.py"}
 	nightly := v1alpha1.JobSpec{Name: "nightly", Entrypoint: "python eval.py", Schedule: "0 3 * * *"}
 	e.apply(e.fleet("agents").Job(once).Job(nightly).Obj())
+	// Time is the fleet's creation stamp, whatever the time of day: the nightly run is first due at
+	// the next 03:00 UTC after it.
+	created := e.clockFrom("agents")
+	due := created.UTC().Truncate(24 * time.Hour).Add(3 * time.Hour)
+	if !due.After(created) {
+		due = due.Add(24 * time.Hour)
+	}
 	e.reconcile("agents")
 	jobs := e.rayJobs()
 	if len(jobs) != 0 {
@@ -379,11 +387,10 @@ func TestJobs(t *testing.T) {
 	if len(jobs) != 1 || jobs[0].Labels[v1alpha1.LabelJob] != "backfill" {
 		t.Fatalf("RayJobs %v, want the one-off backfill only (the nightly run is not due)", names(jobs))
 	}
-	// 02:00 now; the nightly run is due at 03:00.
-	if res.RequeueAfter != time.Hour {
-		t.Errorf("requeueAfter %s, want 1h (the next nightly run)", res.RequeueAfter)
+	if want := due.Sub(created); res.RequeueAfter != want {
+		t.Errorf("requeueAfter %s, want %s (the next nightly run, at %s)", res.RequeueAfter, want, due)
 	}
-	if want := jobs[0].Spec.ClusterSelector["ray.io/cluster"]; want != "agents" {
+	if want := jobs[0].Spec.ClusterSelector[rayutils.RayClusterLabelKey]; want != "agents" {
 		t.Errorf("clusterSelector %v", jobs[0].Spec.ClusterSelector)
 	}
 	e.reconcile("agents")
@@ -391,7 +398,7 @@ func TestJobs(t *testing.T) {
 		t.Fatalf("a second reconcile made %v", names(again))
 	}
 
-	e.clock.SetTime(start.Add(61 * time.Minute))
+	e.clock.SetTime(due.Add(time.Minute))
 	e.reconcile("agents")
 	jobs = e.rayJobs()
 	var run *rayv1.RayJob
@@ -400,8 +407,8 @@ func TestJobs(t *testing.T) {
 			run = &jobs[i]
 		}
 	}
-	if run == nil || run.Annotations[v1alpha1.AnnotationScheduledTime] != start.Add(time.Hour).Format(time.RFC3339) {
-		t.Fatalf("no nightly run for 03:00: %v", names(jobs))
+	if run == nil || run.Annotations[v1alpha1.AnnotationScheduledTime] != due.Format(time.RFC3339) {
+		t.Fatalf("no nightly run for %s: %v", due, names(jobs))
 	}
 
 	// A changed one-off job runs again, as a new RayJob; finished ones beyond the history go.

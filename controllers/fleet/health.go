@@ -17,25 +17,29 @@ import (
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
-// Event reasons of the supervisor.
-const (
-	EventWorkerReplaced         = "WorkerReplaced"
-	EventRestartBudgetExhausted = "RestartBudgetExhausted"
-)
-
-// reconcileHealth replaces crashed, stalled and looping agent workers, as the supervisor decides,
-// through workersToDelete (as Ray's autoscaler removes workers): KubeRay deletes them and creates
-// replacements, so the declared count holds. Replacements are recorded in status (the restart
-// budget's window survives an operator restart) and counted in metrics.
+// reconcileHealth replaces crashed, stalled and looping agent workers, as the supervisor decides.
+//
+// The restart ledger: a replacement is written to status.recentRestarts (and status.restarts) before
+// the worker is handed to KubeRay, in a status write with an optimistic lock. If that write fails,
+// nothing was handed over and nothing is counted; the next reconcile decides again. If the process
+// dies or the handover write fails after it, the next reconcile finds the record of a worker that
+// still exists and is not pending deletion, and hands it over without recording it again. So the
+// ledger over-counts by at most the replacements in flight, never under-counts, never counts one
+// worker twice, and the budget, read from it, is never exceeded. Events and
+// agentfleet_worker_restarts_total follow the record, once.
 func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	rc, f := s.cluster, s.fleet
 	if rc == nil || f.Spec.Suspend {
 		return nil
 	}
-	pending := r.pendingDeletes(rc, s.pods)
+	recorded := recordedWorkers(f.Status.RecentRestarts)
 	var workers []corev1.Pod
 	for _, p := range s.pods {
-		if p.DeletionTimestamp.IsZero() && !pending.Has(p.Name) {
+		switch {
+		case !p.DeletionTimestamp.IsZero() || s.pending.Has(p.Name):
+		case recorded.Has(p.Name):
+			s.inflight = append(s.inflight, p.Name)
+		default:
 			workers = append(workers, p)
 		}
 	}
@@ -51,35 +55,21 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	}
 	d := supervisor.Decide(supervisor.Observation{
 		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat,
-		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts, Replicas: int(ptr.Deref(f.Spec.Replicas, 1)),
+		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts, Replicas: int(f.WorkerReplicas()),
 	})
 	s.requeue(d.RecheckAfter)
 	if d.BudgetExhausted && len(d.Held) > 0 {
-		var held []string
-		for _, h := range d.Held {
-			held = append(held, fmt.Sprintf("%s (%s: %s)", h.Worker, h.Reason, h.Evidence))
-		}
-		maxRestarts := int32(0)
-		if f.Spec.Health.RestartBudget.MaxRestarts != nil {
-			maxRestarts = *f.Spec.Health.RestartBudget.MaxRestarts
-		}
-		s.budgetExhausted = fmt.Sprintf("restart budget of %d replacements in %ds spent: not replacing %s",
-			maxRestarts, f.Spec.Health.RestartBudget.WindowSeconds, strings.Join(held, ", "))
+		s.budgetExhausted = budgetMessage(f.Spec.Health.RestartBudget, d.Held)
 		r.event(f, corev1.EventTypeWarning, EventRestartBudgetExhausted, "%s", s.budgetExhausted)
 	}
 	if len(d.Replace) == 0 {
 		return nil
 	}
-	var names []string
-	for _, rep := range d.Replace {
-		names = append(names, rep.Worker)
-	}
-	if err := r.setWorkersToDelete(ctx, rc, sets.List(pending.Insert(names...))); err != nil {
+	if err := r.recordRestarts(ctx, s, d.Replace); err != nil {
 		return err
 	}
-	r.deletions.expect(rc.UID, names)
+	s.replaced = d.Replace
 	for _, rep := range d.Replace {
-		s.restarts = append(s.restarts, v1alpha1.RestartRecord{Time: metav1.NewTime(s.now), Worker: rep.Worker, Reason: rep.Reason, Evidence: rep.Evidence})
 		restartsTotal.WithLabelValues(f.Namespace, f.Name, rep.Reason).Inc()
 		r.event(f, corev1.EventTypeWarning, EventWorkerReplaced, "Replacing agent worker %s: %s (%s)", rep.Worker, rep.Reason, rep.Evidence)
 		if lease, ok := leases[rep.Worker]; ok {
@@ -89,4 +79,66 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 		}
 	}
 	return nil
+}
+
+// recordRestarts writes the replacements to the fleet's status before they are acted on, with an
+// optimistic lock: a conflict means another writer (an older process, a second replica) may have
+// decided too, so this pass stops and the next one decides on the newer status.
+func (r *Reconciler) recordRestarts(ctx context.Context, s *scope, reps []supervisor.Replacement) error {
+	records := make([]v1alpha1.RestartRecord, 0, len(reps))
+	for _, rep := range reps {
+		records = append(records, v1alpha1.RestartRecord{Time: metav1.NewTime(s.now), Worker: rep.Worker, Reason: rep.Reason, Evidence: rep.Evidence})
+	}
+	// The records go into a copy: if the write fails, the status this reconcile writes last must
+	// not carry them.
+	updated := s.fleet.DeepCopy()
+	updated.Status.Restarts, updated.Status.RecentRestarts = appendRestarts(updated.Status.Restarts, updated.Status.RecentRestarts, records)
+	patch := client.MergeFromWithOptions(s.fleet, client.MergeFromWithOptimisticLock{})
+	if err := r.Status().Patch(ctx, updated, patch); err != nil {
+		return fmt.Errorf("recording the replacement of %d workers in the status of %s: %w", len(reps), klog.KObj(s.fleet), err)
+	}
+	s.fleet = updated
+	return nil
+}
+
+// appendRestarts adds records to the counts and to the window's list, which keeps the latest
+// maxRecentRestarts.
+func appendRestarts(counts v1alpha1.RestartCounts, recent, records []v1alpha1.RestartRecord) (v1alpha1.RestartCounts, []v1alpha1.RestartRecord) {
+	for _, rec := range records {
+		switch rec.Reason {
+		case supervisor.Crashed:
+			counts.Crashed++
+		case supervisor.Stalled:
+			counts.Stalled++
+		case supervisor.Looping:
+			counts.Looping++
+		case supervisor.GPUUnhealthy:
+			counts.GPUUnhealthy++
+		}
+	}
+	recent = append(append([]v1alpha1.RestartRecord(nil), recent...), records...)
+	if n := len(recent); n > maxRecentRestarts {
+		recent = recent[n-maxRecentRestarts:]
+	}
+	return counts, recent
+}
+
+// maxRecentRestarts bounds status.recentRestarts (the CRD's maxItems).
+const maxRecentRestarts = 50
+
+func recordedWorkers(recent []v1alpha1.RestartRecord) sets.Set[string] {
+	names := sets.New[string]()
+	for _, rec := range recent {
+		names.Insert(rec.Worker)
+	}
+	return names
+}
+
+func budgetMessage(b v1alpha1.RestartBudget, held []supervisor.Replacement) string {
+	var names []string
+	for _, h := range held {
+		names = append(names, fmt.Sprintf("%s (%s: %s)", h.Worker, h.Reason, h.Evidence))
+	}
+	return fmt.Sprintf("restart budget of %d replacements in %ds spent: not replacing %s",
+		ptr.Deref(b.MaxRestarts, supervisor.DefaultMaxRestarts), b.WindowSeconds, strings.Join(names, ", "))
 }

@@ -36,7 +36,9 @@ func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 			runs[rj.Labels[v1alpha1.LabelJob]] = append(runs[rj.Labels[v1alpha1.LabelJob]], rj)
 		}
 	}
-	clusterReady := s.cluster != nil && s.cluster.Status.State == rayv1.Ready //nolint:staticcheck // State is what KubeRay v1.6 reports for readiness of the whole cluster
+	// Jobs are submitted through the head: its readiness is KubeRay's HeadPodReady condition (the
+	// RayCluster's State is deprecated).
+	clusterReady := s.cluster != nil && headReady(s.cluster)
 	declared := map[string]bool{}
 	s.jobs = nil
 	for i := range f.Spec.Jobs {

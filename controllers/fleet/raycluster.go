@@ -18,22 +18,6 @@ import (
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
-// Event reasons.
-const (
-	EventRayClusterCreated  = "RayClusterCreated"
-	EventRayClusterUpdated  = "RayClusterUpdated"
-	EventDriftReverted      = "DriftReverted"
-	EventScaled             = "Scaled"
-	EventSuspended          = "Suspended"
-	EventResumed            = "Resumed"
-	EventInvalidSpec        = "InvalidSpec"
-	EventRollingWorkers     = "RollingWorkers"
-	EventRayJobCreated      = "RayJobCreated"
-	EventRayJobDeleted      = "RayJobDeleted"
-	EventInvalidSchedule    = "InvalidSchedule"
-	EventRayClusterNotOwned = "RayClusterNotOwned"
-)
-
 // reconcileRayCluster creates the fleet's RayCluster, or brings the existing one back to what
 // rayspecs builds: a change in Git updates its template (the rollout phase then replaces the
 // workers), a hand edit is reverted. workersToDelete is left to the rollout phase, and KubeRay's

@@ -17,8 +17,8 @@ import (
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
-	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
 // +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=get;list;watch
@@ -28,6 +28,7 @@ import (
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=selfsubjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
@@ -98,8 +99,8 @@ func (r *Reconciler) leaseToFleet(ctx context.Context, o client.Object) []reconc
 	}
 	hb := f.Spec.Health.Heartbeat
 	a := o.GetAnnotations()
-	if o.GetDeletionTimestamp() != nil || a[supervisor.AnnotationSteps] == "" || a[supervisor.AnnotationSteps] == "0" ||
-		atLeast(a[supervisor.AnnotationActionRepeats], hb.MaxRepeatedActions) || atLeast(a[supervisor.AnnotationTaskSteps], hb.MaxStepsPerTask) {
+	if o.GetDeletionTimestamp() != nil || a[heartbeatapi.AnnotationSteps] == "" || a[heartbeatapi.AnnotationSteps] == "0" ||
+		atLeast(a[heartbeatapi.AnnotationActionRepeats], hb.MaxRepeatedActions) || atLeast(a[heartbeatapi.AnnotationTaskSteps], hb.MaxStepsPerTask) {
 		return reqs
 	}
 	return nil

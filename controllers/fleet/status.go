@@ -2,162 +2,256 @@ package fleet
 
 import (
 	"fmt"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
-	"github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/gpu"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
-// computeStatus is the fleet's status from what this reconcile observed: the RayCluster as KubeRay
-// reports it, the worker pods, and what blocked the phases. It is never taken from what was
-// requested. A transient error (reconcileErr) leaves observedGeneration where it was, so that a
-// reader knows the current generation is not yet reconciled.
-func computeStatus(s *scope, reconcileErr error) v1alpha1.AgentFleetStatus {
-	f := s.fleet
-	st := *f.Status.DeepCopy()
-	replicas := ptr.Deref(f.Spec.Replicas, 1)
-	gen := f.Generation
+// statusObservation is everything a fleet's status is computed from: what one reconcile observed
+// and what blocked it. Nothing in it is what was requested of KubeRay, only what KubeRay, the
+// kubelets and the phases reported.
+type statusObservation struct {
+	Now time.Time
+	// Fleet is the fleet as read; its status is the previous one (restart records included).
+	Fleet *v1alpha1.AgentFleet
+	// Cluster is the RayCluster as observed (after this reconcile's writes); nil if there is none.
+	Cluster *rayv1.RayCluster
+	// PromptHash is the prompt hash of the template rayspecs built ("" without a prompt).
+	PromptHash string
+	// Pods are the agent worker pods.
+	Pods []corev1.Pod
+	// Jobs are the jobs' states; nil when the jobs phase did not run.
+	Jobs []v1alpha1.JobStatus
+	// Blocked is what stopped the phases, if anything.
+	Blocked *blocker
+	// BudgetExhausted says why unhealthy workers were not replaced ("" if none were held).
+	BudgetExhausted string
+	// Err is a transient error of this reconcile.
+	Err error
+}
 
-	st.GPUs = v1alpha1.GPUStatus{Requested: replicas * f.Spec.Worker.GPUs, Product: f.Spec.Worker.GPUProduct}
-	if s.jobs != nil || len(f.Spec.Jobs) == 0 {
-		st.Jobs = s.jobs
-	}
+// workerCounts are the agent workers as observed.
+type workerCounts struct {
+	replicas, observed, ready, updated int32
+	revision                           string
+}
 
-	// Workers, as observed.
-	var current string
-	if s.cluster != nil {
-		current = rayspecs.WorkerHash(s.cluster)
-		st.RayClusterName = s.cluster.Name
-		st.DashboardURL = fmt.Sprintf("http://%s-head-svc.%s.svc:%d", s.cluster.Name, s.cluster.Namespace, rayspecs.DashboardPort)
+func countWorkers(o *statusObservation) workerCounts {
+	c := workerCounts{replicas: o.Fleet.WorkerReplicas()}
+	if o.Cluster != nil {
+		c.revision = rayspecs.WorkerHash(o.Cluster)
 	}
-	var observed, ready, updated int32
-	for i := range s.pods {
-		p := &s.pods[i]
+	for i := range o.Pods {
+		p := &o.Pods[i]
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		observed++
-		if isReady(p) {
-			ready++
+		c.observed++
+		if podReady(p) {
+			c.ready++
 		}
-		if current != "" && p.Labels[v1alpha1.LabelWorkerHash] == current {
-			updated++
+		if c.revision != "" && p.Labels[v1alpha1.LabelWorkerHash] == c.revision {
+			c.updated++
 		}
 	}
-	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = observed, ready, updated
-	st.Workers = fmt.Sprintf("%d/%d", ready, replicas)
-	rolled := s.cluster != nil && updated == observed && observed == replicas
-	if rolled || (s.cluster != nil && replicas == 0) {
+	return c
+}
+
+// computeStatus is the fleet's status from an observation (the ReplicaSet controller's
+// calculateStatus): pure, the time passed in. A transient error leaves observedGeneration and the
+// summary conditions where they were, so that a reader knows the current generation is not yet
+// reconciled, and says so in Reconciling.
+func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
+	f := o.Fleet
+	st := *f.Status.DeepCopy()
+	c := countWorkers(&o)
+
+	st.GPUs = gpuStatus(f, o.Pods)
+	if o.Jobs != nil || len(f.Spec.Jobs) == 0 {
+		st.Jobs = o.Jobs
+	}
+	if o.Cluster != nil {
+		st.RayClusterName = o.Cluster.Name
+		st.DashboardURL = dashboardURL(o.Cluster)
+	}
+	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = c.observed, c.ready, c.updated
+	st.Workers = fmt.Sprintf("%d/%d", c.ready, c.replicas)
+	if o.Cluster != nil && (c.replicas == 0 || (c.updated == c.observed && c.observed == c.replicas)) {
 		// What the workers run, once they all run it.
-		st.Revision = current
+		st.Revision = c.revision
 		st.ModelVersion = f.Spec.Model.Version
-		st.PromptHash = ""
-		if s.desired != nil {
-			st.PromptHash = s.desired.Spec.WorkerGroupSpecs[0].Template.Annotations[v1alpha1.AnnotationPromptHash]
-		}
+		st.PromptHash = o.PromptHash
 	}
 
-	// Replacements: counted by reason, the latest kept for the restart budget's window.
-	for _, rec := range s.restarts {
-		switch rec.Reason {
-		case supervisor.Crashed:
-			st.Restarts.Crashed++
-		case supervisor.Stalled:
-			st.Restarts.Stalled++
-		case supervisor.Looping:
-			st.Restarts.Looping++
-		case supervisor.GPUUnhealthy:
-			st.Restarts.GPUUnhealthy++
-		}
-		st.RecentRestarts = append(st.RecentRestarts, rec)
+	now := metav1.NewTime(o.Now)
+	set := func(cond metav1.Condition) {
+		cond.ObservedGeneration, cond.LastTransitionTime = f.Generation, now
+		meta.SetStatusCondition(&st.Conditions, cond)
 	}
-	if n := len(st.RecentRestarts); n > maxRecentRestarts {
-		st.RecentRestarts = st.RecentRestarts[n-maxRecentRestarts:]
-	}
-
-	// Conditions.
-	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
-	}
-	progressing := func(reason, msg string) {
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionTrue, reason, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "")
-	}
-	stalled := false
-	switch {
-	case reconcileErr != nil:
-		// Keep what was known; say that reconciling goes on.
-		set(v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonReconcileError, reconcileErr.Error())
+	if o.Err != nil {
+		set(metav1.Condition{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError, Message: o.Err.Error()})
 		st.Phase = phaseOf(st.Conditions, f.Spec.Suspend)
 		return st
-	case s.blocked != nil && s.blocked.degraded:
-		b := s.blocked
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, b.reason, b.message)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, b.reason, b.message)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, b.reason, b.message)
-		stalled = b.stalled
-	case s.blocked != nil:
-		progressing(s.blocked.reason, s.blocked.message)
-	case f.Spec.Suspend:
-		msg := "the fleet is suspended"
-		if observed > 0 || (s.cluster != nil && !clusterSuspended(s.cluster)) {
-			progressing(v1alpha1.ReasonSuspending, fmt.Sprintf("suspending: %d agent workers left", observed))
+	}
+	a := assess(&o, c)
+	set(readyCondition(a))
+	set(progressingCondition(a))
+	set(degradedCondition(a))
+	for t, cond := range map[string]*metav1.Condition{v1alpha1.ConditionReconciling: reconcilingCondition(a), v1alpha1.ConditionStalled: stalledCondition(a)} {
+		if cond == nil {
+			meta.RemoveStatusCondition(&st.Conditions, t)
 		} else {
-			set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSuspended, msg)
-			set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonSuspended, msg)
-			set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonSuspended, "")
+			set(*cond)
 		}
-	case s.cluster == nil:
-		progressing(v1alpha1.ReasonCreating, "creating the RayCluster")
-	case clusterCondition(s.cluster, rayv1.RayClusterReplicaFailure) != nil && clusterCondition(s.cluster, rayv1.RayClusterReplicaFailure).true:
-		c := clusterCondition(s.cluster, rayv1.RayClusterReplicaFailure)
-		msg := fmt.Sprintf("KubeRay reports %s on RayCluster %s: %s", c.reason, s.cluster.Name, c.message)
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonRayClusterFailure, msg)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonRayClusterFailure, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonRayClusterFailure, msg)
-	case s.budgetExhausted != "":
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonRestartBudgetExhausted, s.budgetExhausted)
-	case updated < observed:
-		progressing(v1alpha1.ReasonRolling, fmt.Sprintf("%d of %d agent workers updated to revision %s, %d ready", updated, replicas, current, ready))
-	case ready < replicas || observed != replicas:
-		progressing(v1alpha1.ReasonScaling, fmt.Sprintf("%d of %d agent workers ready", ready, replicas))
-	case !headReady(s.cluster):
-		progressing(v1alpha1.ReasonHeadNotReady, "waiting for the Ray head to be ready")
-	default:
-		msg := fmt.Sprintf("%d of %d agent workers ready on revision %s", ready, replicas, current)
-		set(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, msg)
-		set(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "")
 	}
-
-	// kstatus: Reconciling mirrors Progressing; Stalled marks what needs a person.
-	if p := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionProgressing); p != nil && p.Status == metav1.ConditionTrue {
-		set(v1alpha1.ConditionReconciling, metav1.ConditionTrue, p.Reason, p.Message)
-	} else {
-		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionReconciling)
-	}
-	if stalled {
-		d := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionDegraded)
-		set(v1alpha1.ConditionStalled, metav1.ConditionTrue, d.Reason, d.Message)
-	} else {
-		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionStalled)
-	}
-	st.ObservedGeneration = gen
+	st.ObservedGeneration = f.Generation
 	st.Phase = phaseOf(st.Conditions, f.Spec.Suspend)
 	return st
 }
 
-// maxRecentRestarts bounds status.recentRestarts (the CRD's maxItems).
-const maxRecentRestarts = 50
+// dashboardURL is the Ray dashboard behind the head Service KubeRay reports ("" until it does).
+func dashboardURL(rc *rayv1.RayCluster) string {
+	if rc.Status.Head.ServiceName == "" {
+		return ""
+	}
+	return fmt.Sprintf("http://%s.%s.svc:%d", rc.Status.Head.ServiceName, rc.Namespace, rayspecs.DashboardPort)
+}
+
+// gpuStatus reports the GPUs the declared workers request and, separately, those the worker pods
+// actually hold: the GPU limits of pods Running and not being deleted.
+func gpuStatus(f *v1alpha1.AgentFleet, pods []corev1.Pod) v1alpha1.GPUStatus {
+	g := v1alpha1.GPUStatus{Requested: f.WorkerReplicas() * f.Spec.Worker.GPUs, Product: f.Spec.Worker.GPUProduct}
+	for i := range pods {
+		p := &pods[i]
+		if p.Status.Phase != corev1.PodRunning || !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		for _, ctr := range p.Spec.Containers {
+			if q, ok := ctr.Resources.Limits[gpu.Resource]; ok {
+				g.Allocated += int32(q.Value())
+			}
+		}
+	}
+	return g
+}
+
+// fleetState is what a fleet is doing, one of these, with the reason and message every condition
+// then reports.
+type fleetState int
+
+const (
+	stateReady fleetState = iota
+	stateProgressing
+	stateDegraded
+	stateSuspended
+)
+
+type assessment struct {
+	state           fleetState
+	reason, message string
+	// stalled: it will not recover without a change by a person (kstatus Stalled).
+	stalled bool
+}
+
+// assess is the one place where the order of what matters most is decided: a blocker, then
+// suspension, then KubeRay's failures and the restart budget, then the rollout and scaling, then
+// the head.
+func assess(o *statusObservation, c workerCounts) assessment {
+	rc := o.Cluster
+	switch {
+	case o.Blocked != nil && o.Blocked.degraded:
+		return assessment{stateDegraded, o.Blocked.reason, o.Blocked.message, o.Blocked.stalled}
+	case o.Blocked != nil:
+		return assessment{stateProgressing, o.Blocked.reason, o.Blocked.message, o.Blocked.stalled}
+	case o.Fleet.Spec.Suspend:
+		if c.observed > 0 || (rc != nil && !clusterConditionTrue(rc, rayv1.RayClusterSuspended)) {
+			return assessment{state: stateProgressing, reason: v1alpha1.ReasonSuspending, message: fmt.Sprintf("suspending: %d agent workers left", c.observed)}
+		}
+		return assessment{state: stateSuspended, reason: v1alpha1.ReasonSuspended, message: "the fleet is suspended"}
+	case rc == nil:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonCreating, message: "creating the RayCluster"}
+	}
+	if f := meta.FindStatusCondition(rc.Status.Conditions, string(rayv1.RayClusterReplicaFailure)); f != nil && f.Status == metav1.ConditionTrue {
+		return assessment{state: stateDegraded, reason: v1alpha1.ReasonRayClusterFailure,
+			message: fmt.Sprintf("KubeRay reports %s on RayCluster %s: %s", f.Reason, rc.Name, f.Message)}
+	}
+	switch {
+	case o.BudgetExhausted != "":
+		return assessment{state: stateDegraded, reason: v1alpha1.ReasonRestartBudgetExhausted, message: o.BudgetExhausted}
+	case c.updated < c.observed:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonRolling,
+			message: fmt.Sprintf("%d of %d agent workers updated to revision %s, %d ready", c.updated, c.replicas, c.revision, c.ready)}
+	case c.ready < c.replicas || c.observed != c.replicas:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonScaling, message: fmt.Sprintf("%d of %d agent workers ready", c.ready, c.replicas)}
+	case !headReady(rc):
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonHeadNotReady, message: "waiting for the Ray head to be ready"}
+	}
+	return assessment{state: stateReady, reason: v1alpha1.ReasonReady,
+		message: fmt.Sprintf("%d of %d agent workers ready on revision %s", c.ready, c.replicas, c.revision)}
+}
+
+func condition(t string, ok bool, reason, message string) metav1.Condition {
+	status := metav1.ConditionFalse
+	if ok {
+		status = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: t, Status: status, Reason: reason, Message: message}
+}
+
+// readyCondition is the summary: True only when the fleet runs as declared.
+func readyCondition(a assessment) metav1.Condition {
+	return condition(v1alpha1.ConditionReady, a.state == stateReady, a.reason, a.message)
+}
+
+// progressingCondition is True while the fleet moves towards what is declared.
+func progressingCondition(a assessment) metav1.Condition {
+	switch a.state {
+	case stateProgressing:
+		return condition(v1alpha1.ConditionProgressing, true, a.reason, a.message)
+	case stateReady:
+		return condition(v1alpha1.ConditionProgressing, false, v1alpha1.ReasonAsExpected, a.message)
+	}
+	return condition(v1alpha1.ConditionProgressing, false, a.reason, a.message)
+}
+
+// degradedCondition is True when the fleet is broken and needs attention.
+func degradedCondition(a assessment) metav1.Condition {
+	switch a.state {
+	case stateDegraded:
+		return condition(v1alpha1.ConditionDegraded, true, a.reason, a.message)
+	case stateSuspended:
+		return condition(v1alpha1.ConditionDegraded, false, v1alpha1.ReasonSuspended, "")
+	}
+	return condition(v1alpha1.ConditionDegraded, false, v1alpha1.ReasonAsExpected, "")
+}
+
+// reconcilingCondition is kstatus' Reconciling: present, True, while Progressing is; absent
+// otherwise.
+func reconcilingCondition(a assessment) *metav1.Condition {
+	if a.state != stateProgressing {
+		return nil
+	}
+	c := condition(v1alpha1.ConditionReconciling, true, a.reason, a.message)
+	return &c
+}
+
+// stalledCondition is kstatus' Stalled: present, True, when only a person can unblock the fleet;
+// absent otherwise.
+func stalledCondition(a assessment) *metav1.Condition {
+	if !a.stalled {
+		return nil
+	}
+	c := condition(v1alpha1.ConditionStalled, true, a.reason, a.message)
+	return &c
+}
 
 func phaseOf(conds []metav1.Condition, suspend bool) v1alpha1.Phase {
 	switch {
@@ -173,14 +267,11 @@ func phaseOf(conds []metav1.Condition, suspend bool) v1alpha1.Phase {
 	return v1alpha1.PhasePending
 }
 
+// headReady reads KubeRay's HeadPodReady condition.
 func headReady(rc *rayv1.RayCluster) bool {
-	if c := clusterCondition(rc, rayv1.HeadPodReady); c != nil {
-		return c.true
-	}
-	return rc.Status.State == rayv1.Ready //nolint:staticcheck // KubeRay without status conditions reports only State
+	return clusterConditionTrue(rc, rayv1.HeadPodReady)
 }
 
-func clusterSuspended(rc *rayv1.RayCluster) bool {
-	c := clusterCondition(rc, rayv1.RayClusterSuspended)
-	return c != nil && c.true
+func clusterConditionTrue(rc *rayv1.RayCluster, t rayv1.RayClusterConditionType) bool {
+	return meta.IsStatusConditionTrue(rc.Status.Conditions, string(t))
 }

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/fleet"
@@ -53,10 +54,6 @@ type env struct {
 	pods   int // worker pods made so far, for their names
 }
 
-// start is the fake clock's time: 02:00 UTC of the day after today, so that it is always after the
-// creation times the API server gives objects (on its real clock), as the operator's clock is.
-var start = time.Now().UTC().Truncate(24 * time.Hour).Add(26 * time.Hour)
-
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	if k8s == nil {
@@ -68,9 +65,21 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	r := fleet.NewReconciler(k8s, k8s)
-	e := &env{t: t, ctx: ctx, ns: ns.Name, r: r, clock: clocktesting.NewFakeClock(start), events: record.NewFakeRecorder(1000)}
+	// The fake clock starts at the namespace's creation stamp: the API server stamps objects from its
+	// real clock, and the operator's clock agrees with it in production. A test whose outcome depends
+	// on the time sets the clock from the stamp of the object it is about (clockFrom), never from the
+	// time of day.
+	e := &env{t: t, ctx: ctx, ns: ns.Name, r: r, clock: clocktesting.NewFakeClock(ns.CreationTimestamp.Time), events: record.NewFakeRecorder(1000)}
 	r.Clock, r.Recorder = e.clock, e.events
 	return e
+}
+
+// clockFrom sets the fake clock to the creation stamp of a fleet, and returns it.
+func (e *env) clockFrom(name string) time.Time {
+	e.t.Helper()
+	created := e.get(name).CreationTimestamp.Time
+	e.clock.SetTime(created)
+	return created
 }
 
 func (e *env) fleet(name string) *builder.FleetWrapper {
@@ -165,7 +174,7 @@ func (e *env) workers(rc *rayv1.RayCluster, n int, hash string, ready bool) []st
 		name := fmt.Sprintf("%s-agents-worker-%03d", rc.Name, e.pods)
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rc.Namespace, Labels: map[string]string{
-				"ray.io/cluster": rc.Name, "ray.io/group": v1alpha1.WorkerGroup, "ray.io/node-type": "worker",
+				rayutils.RayClusterLabelKey: rc.Name, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup, rayutils.RayNodeTypeLabelKey: string(rayv1.WorkerNode),
 				v1alpha1.LabelFleet: rc.Name, v1alpha1.LabelWorkerHash: hash,
 			}},
 			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ray-worker", Image: "agent"}}},
@@ -188,7 +197,8 @@ func (e *env) workers(rc *rayv1.RayCluster, n int, hash string, ready bool) []st
 func (e *env) headReady(rc *rayv1.RayCluster) {
 	e.t.Helper()
 	rc = e.rayCluster(rc.Name)
-	rc.Status.State = rayv1.Ready //nolint:staticcheck // KubeRay v1.6 still writes State
+	rc.Status.State = rayv1.Ready                      //nolint:staticcheck // KubeRay v1.6 still writes State
+	rc.Status.Head.ServiceName = rc.Name + "-head-svc" // KubeRay's name; the operator reads it, never guesses it
 	meta.SetStatusCondition(&rc.Status.Conditions, metav1.Condition{Type: string(rayv1.HeadPodReady), Status: metav1.ConditionTrue, Reason: "HeadPodRunningAndReady"})
 	if err := k8s.Status().Update(e.ctx, rc); err != nil {
 		e.t.Fatal(err)

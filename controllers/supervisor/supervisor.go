@@ -13,6 +13,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 )
 
@@ -24,17 +25,6 @@ const (
 	GPUUnhealthy = "GPUUnhealthy"
 )
 
-// The heartbeat contract: annotations on each worker's Lease (named after its pod).
-const (
-	AnnotationState         = "agentfleet.dev/state" // "idle" or "working"
-	AnnotationSteps         = "agentfleet.dev/steps"
-	AnnotationTaskSteps     = "agentfleet.dev/task-steps"
-	AnnotationActionRepeats = "agentfleet.dev/action-repeats"
-	AnnotationLastStepTime  = "agentfleet.dev/last-step-time"
-	StateIdle               = "idle"
-	StateWorking            = "working"
-)
-
 // Defaults.
 const (
 	// DefaultPendingDeadline: a worker Pending (unschedulable, or its image not pulled) this long is
@@ -43,6 +33,8 @@ const (
 	// BackoffBase and BackoffMax bound the wait between replacements of a worker slot.
 	BackoffBase = time.Second
 	BackoffMax  = 5 * time.Minute
+	// DefaultMaxRestarts is restartBudget.maxRestarts when it is not set (the CRD defaults it too).
+	DefaultMaxRestarts = 10
 )
 
 // Observation is what the decision is made from.
@@ -114,7 +106,7 @@ func Decide(o Observation) Decision {
 
 	// The budget: replacements in the window so far.
 	window := time.Duration(o.Budget.WindowSeconds) * time.Second
-	maxRestarts := 10
+	maxRestarts := DefaultMaxRestarts
 	if o.Budget.MaxRestarts != nil {
 		maxRestarts = int(*o.Budget.MaxRestarts)
 	}
@@ -211,10 +203,10 @@ func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.Heartbea
 		return Replacement{}, false
 	}
 	a := lease.Annotations
-	if repeats := atoi(a[AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
+	if repeats := atoi(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
 		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions)}, true
 	}
-	if steps := atoi(a[AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
+	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
 		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, hb.MaxStepsPerTask)}, true
 	}
 	renewed := lease.CreationTimestamp.Time
@@ -226,8 +218,8 @@ func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.Heartbea
 	} else {
 		recheck(deadline - age)
 	}
-	if a[AnnotationState] == StateWorking {
-		if last, err := time.Parse(time.RFC3339Nano, a[AnnotationLastStepTime]); err == nil {
+	if a[heartbeatapi.AnnotationState] == heartbeatapi.StateWorking {
+		if last, err := time.Parse(heartbeatapi.TimeFormat, a[heartbeatapi.AnnotationLastStepTime]); err == nil {
 			if age := now.Sub(last); age >= deadline {
 				return Replacement{p.Name, Stalled, fmt.Sprintf("working without a step for %ds", int(age.Seconds()))}, true
 			} else {

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	sv "github.com/agentfleet/agentfleet/controllers/supervisor"
 )
@@ -38,8 +39,8 @@ func pod(name string, mutate ...func(*corev1.Pod)) corev1.Pod {
 func lease(name string, renewed time.Duration, state string, lastStep time.Duration, repeats, taskSteps int) *coordinationv1.Lease {
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: ago(10 * time.Minute), Annotations: map[string]string{
-			sv.AnnotationState: state, sv.AnnotationLastStepTime: now.Add(-lastStep).Format(time.RFC3339Nano),
-			sv.AnnotationActionRepeats: strconv.Itoa(repeats), sv.AnnotationTaskSteps: strconv.Itoa(taskSteps), sv.AnnotationSteps: "1000",
+			heartbeatapi.AnnotationState: state, heartbeatapi.AnnotationLastStepTime: now.Add(-lastStep).Format(heartbeatapi.TimeFormat),
+			heartbeatapi.AnnotationActionRepeats: strconv.Itoa(repeats), heartbeatapi.AnnotationTaskSteps: strconv.Itoa(taskSteps), heartbeatapi.AnnotationSteps: "1000",
 		}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(name), RenewTime: ptr.To(metav1.NewMicroTime(now.Add(-renewed)))},
 	}
@@ -53,7 +54,7 @@ func budget(maxRestarts, windowSeconds int32) v1alpha1.RestartBudget {
 
 func TestDetection(t *testing.T) {
 	healthyLease := func(name string) *coordinationv1.Lease {
-		return lease(name, 5*time.Second, sv.StateWorking, 5*time.Second, 1, 3)
+		return lease(name, 5*time.Second, heartbeatapi.StateWorking, 5*time.Second, 1, 3)
 	}
 	cases := map[string]struct {
 		pod       corev1.Pod
@@ -84,18 +85,18 @@ func TestDetection(t *testing.T) {
 		"unschedulable within the deadline": {pod("w", func(p *corev1.Pod) {
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, LastTransitionTime: ago(time.Minute)}}}
 		}), nil, hb, nil},
-		"lease not renewed": {pod("w"), lease("w", 61*time.Second, sv.StateIdle, time.Hour, 0, 0), hb,
+		"lease not renewed": {pod("w"), lease("w", 61*time.Second, heartbeatapi.StateIdle, time.Hour, 0, 0), hb,
 			[]sv.Replacement{{"w", sv.Stalled, "heartbeat not renewed for 61s"}}},
-		"working without a step": {pod("w"), lease("w", time.Second, sv.StateWorking, 90*time.Second, 1, 3), hb,
+		"working without a step": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, 90*time.Second, 1, 3), hb,
 			[]sv.Replacement{{"w", sv.Stalled, "working without a step for 90s"}}},
-		"idle for long is fine":           {pod("w"), lease("w", time.Second, sv.StateIdle, 3*time.Hour, 0, 0), hb, nil},
+		"idle for long is fine":           {pod("w"), lease("w", time.Second, heartbeatapi.StateIdle, 3*time.Hour, 0, 0), hb, nil},
 		"no lease past the deadline":      {pod("w"), nil, hb, []sv.Replacement{{"w", sv.Stalled, "no heartbeat Lease 600s after the pod became Ready"}}},
 		"no lease just after Ready":       {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].LastTransitionTime = ago(10 * time.Second) }), nil, hb, nil},
 		"not Ready: no heartbeat owed":    {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), nil, hb, nil},
 		"no heartbeat contract, no lease": {pod("w"), nil, nil, nil},
-		"repeating an action": {pod("w"), lease("w", time.Second, sv.StateWorking, time.Second, 5, 9), hb,
+		"repeating an action": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, time.Second, 5, 9), hb,
 			[]sv.Replacement{{"w", sv.Looping, "the same action 5 times in a row (limit 5)"}}},
-		"too many steps in a task": {pod("w"), lease("w", time.Second, sv.StateWorking, time.Second, 1, 100), hb,
+		"too many steps in a task": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, time.Second, 1, 100), hb,
 			[]sv.Replacement{{"w", sv.Looping, "100 steps in one task (limit 100)"}}},
 	}
 	for name, tc := range cases {
@@ -118,8 +119,8 @@ func TestRecheckAfterTheNextDeadline(t *testing.T) {
 	d := sv.Decide(sv.Observation{
 		Now: now, Workers: []corev1.Pod{pod("a"), pod("b")}, Heartbeat: hb, Budget: budget(10, 3600),
 		Leases: map[string]*coordinationv1.Lease{
-			"a": lease("a", 20*time.Second, sv.StateWorking, 50*time.Second, 0, 0), // last step due in 10 s
-			"b": lease("b", 45*time.Second, sv.StateIdle, time.Hour, 0, 0),         // renewal due in 15 s
+			"a": lease("a", 20*time.Second, heartbeatapi.StateWorking, 50*time.Second, 0, 0), // last step due in 10 s
+			"b": lease("b", 45*time.Second, heartbeatapi.StateIdle, time.Hour, 0, 0),         // renewal due in 15 s
 		},
 	})
 	if len(d.Replace) != 0 || d.RecheckAfter != 10*time.Second {

@@ -24,12 +24,25 @@ import threading
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+# The heartbeat contract, copied from the Go package github.com/agentfleet/agentfleet/api/heartbeat
+# (api/heartbeat/heartbeat.go): each of its constants under its name in UPPER_SNAKE_CASE. A Go test
+# there (python_test.go) fails when a name is missing here or a value differs.
 LABEL_FLEET = "agentfleet.dev/fleet"
-STATE = "agentfleet.dev/state"
-STEPS = "agentfleet.dev/steps"
-TASK_STEPS = "agentfleet.dev/task-steps"
-ACTION_REPEATS = "agentfleet.dev/action-repeats"
-LAST_STEP_TIME = "agentfleet.dev/last-step-time"
+ANNOTATION_STATE = "agentfleet.dev/state"
+ANNOTATION_STEPS = "agentfleet.dev/steps"
+ANNOTATION_TASK_STEPS = "agentfleet.dev/task-steps"
+ANNOTATION_ACTION_REPEATS = "agentfleet.dev/action-repeats"
+ANNOTATION_LAST_STEP_TIME = "agentfleet.dev/last-step-time"
+STATE_IDLE = "idle"
+STATE_WORKING = "working"
+ENV_FLEET = "AGENTFLEET_FLEET"
+ENV_NAMESPACE = "AGENTFLEET_NAMESPACE"
+ENV_POD_NAME = "AGENTFLEET_POD_NAME"
+ENV_HEARTBEAT_INTERVAL = "AGENTFLEET_HEARTBEAT_INTERVAL"
+ENV_MODEL_NAME = "AGENTFLEET_MODEL_NAME"
+ENV_MODEL_VERSION = "AGENTFLEET_MODEL_VERSION"
+ENV_MODEL_ENDPOINT = "AGENTFLEET_MODEL_ENDPOINT"
+ENV_PROMPT_FILE = "AGENTFLEET_PROMPT_FILE"
 
 
 def _now():
@@ -50,7 +63,7 @@ class Heartbeat:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
-        self._state = "idle"
+        self._state = STATE_IDLE
         self._steps = 0
         self._task_steps = 0
         self._repeats = 0
@@ -63,7 +76,7 @@ class Heartbeat:
     @classmethod
     def from_env(cls, api=None):
         """A client configured from the environment the operator gives agent workers."""
-        names = ["AGENTFLEET_NAMESPACE", "AGENTFLEET_FLEET", "AGENTFLEET_POD_NAME", "AGENTFLEET_HEARTBEAT_INTERVAL"]
+        names = [ENV_NAMESPACE, ENV_FLEET, ENV_POD_NAME, ENV_HEARTBEAT_INTERVAL]
         missing = [n for n in names if not os.environ.get(n)]
         if missing:
             raise RuntimeError("heartbeat: not set: %s (is the fleet's spec.health.heartbeat set?)" % ", ".join(missing))
@@ -72,8 +85,8 @@ class Heartbeat:
                 config.load_incluster_config()
             except config.ConfigException:
                 config.load_kube_config()
-        return cls(os.environ["AGENTFLEET_NAMESPACE"], os.environ["AGENTFLEET_FLEET"], os.environ["AGENTFLEET_POD_NAME"],
-                   int(os.environ["AGENTFLEET_HEARTBEAT_INTERVAL"]), api)
+        return cls(os.environ[ENV_NAMESPACE], os.environ[ENV_FLEET], os.environ[ENV_POD_NAME],
+                   int(os.environ[ENV_HEARTBEAT_INTERVAL]), api)
 
     def start(self):
         """Writes the Lease and keeps renewing it every interval from a daemon thread, until stop()."""
@@ -87,14 +100,14 @@ class Heartbeat:
         """Records a step of the current task taking action."""
         digest = hashlib.sha256(action.encode("utf-8")).digest()
         with self._lock:
-            starts_task = self._state != "working"
+            starts_task = self._state != STATE_WORKING
             if not starts_task and digest == self._last_action:
                 self._repeats += 1
             else:
                 self._repeats = 1
             if starts_task:
                 self._task_steps = 0
-            self._state, self._last_action = "working", digest
+            self._state, self._last_action = STATE_WORKING, digest
             self._steps += 1
             self._task_steps += 1
             self._last_step = _now()
@@ -106,9 +119,9 @@ class Heartbeat:
     def idle(self):
         """Records that the current task is done."""
         with self._lock:
-            if self._state == "idle":
+            if self._state == STATE_IDLE:
                 return
-            self._state, self._task_steps, self._repeats, self._last_action = "idle", 0, 0, None
+            self._state, self._task_steps, self._repeats, self._last_action = STATE_IDLE, 0, 0, None
         self._write()
 
     def _renew(self):
@@ -121,13 +134,13 @@ class Heartbeat:
     def _write(self):
         with self._lock:
             annotations = {
-                STATE: self._state,
-                STEPS: str(self._steps),
-                TASK_STEPS: str(self._task_steps),
-                ACTION_REPEATS: str(self._repeats),
+                ANNOTATION_STATE: self._state,
+                ANNOTATION_STEPS: str(self._steps),
+                ANNOTATION_TASK_STEPS: str(self._task_steps),
+                ANNOTATION_ACTION_REPEATS: str(self._repeats),
             }
             if self._last_step is not None:
-                annotations[LAST_STEP_TIME] = _rfc3339(self._last_step)
+                annotations[ANNOTATION_LAST_STEP_TIME] = _rfc3339(self._last_step)
             now = _now()
             self._last_write = now
             self.writes += 1

@@ -41,9 +41,9 @@ class HeartbeatTest(unittest.TestCase):
     def test_lease_carries_the_contract(self):
         lease = self.api.lease
         self.assertEqual(lease.metadata.name, "research-agents-worker-abcde")
-        self.assertEqual(lease.metadata.labels, {"agentfleet.dev/fleet": "research"})
+        self.assertEqual(lease.metadata.labels, {hbmod.LABEL_FLEET: "research"})
         self.assertEqual(lease.spec.holder_identity, "research-agents-worker-abcde")
-        self.assertEqual(lease.metadata.annotations["agentfleet.dev/state"], "idle")
+        self.assertEqual(lease.metadata.annotations[hbmod.ANNOTATION_STATE], hbmod.STATE_IDLE)
 
     def test_repeats_count_the_same_action_in_a_row(self):
         self.hb.step("search: a")   # starts a task: written at once
@@ -51,20 +51,20 @@ class HeartbeatTest(unittest.TestCase):
         self.hb.step("search: a")
         self.hb._write()
         a = self.api.lease.metadata.annotations
-        self.assertEqual((a["agentfleet.dev/state"], a["agentfleet.dev/action-repeats"], a["agentfleet.dev/task-steps"], a["agentfleet.dev/steps"]),
-                         ("working", "3", "3", "3"))
+        self.assertEqual((a[hbmod.ANNOTATION_STATE], a[hbmod.ANNOTATION_ACTION_REPEATS], a[hbmod.ANNOTATION_TASK_STEPS], a[hbmod.ANNOTATION_STEPS]),
+                         (hbmod.STATE_WORKING, "3", "3", "3"))
         self.hb.step("search: b")
         self.hb._write()
-        self.assertEqual(self.api.lease.metadata.annotations["agentfleet.dev/action-repeats"], "1")
+        self.assertEqual(self.api.lease.metadata.annotations[hbmod.ANNOTATION_ACTION_REPEATS], "1")
 
     def test_idle_ends_the_task(self):
         self.hb.step("x")
         self.hb.step("x")
         self.hb.idle()
         a = self.api.lease.metadata.annotations
-        self.assertEqual((a["agentfleet.dev/state"], a["agentfleet.dev/action-repeats"], a["agentfleet.dev/task-steps"], a["agentfleet.dev/steps"]),
-                         ("idle", "0", "0", "2"))
-        self.assertIn("agentfleet.dev/last-step-time", a)
+        self.assertEqual((a[hbmod.ANNOTATION_STATE], a[hbmod.ANNOTATION_ACTION_REPEATS], a[hbmod.ANNOTATION_TASK_STEPS], a[hbmod.ANNOTATION_STEPS]),
+                         (hbmod.STATE_IDLE, "0", "0", "2"))
+        self.assertIn(hbmod.ANNOTATION_LAST_STEP_TIME, a)
         writes = len(self.api.writes)
         self.hb.idle()  # nothing new: no write
         self.assertEqual(len(self.api.writes), writes)

@@ -21,11 +21,18 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -70,9 +77,13 @@ type Cluster struct {
 	opts       Options
 	removeDir  bool
 	env        *envtest.Environment
-	procs      []*process // started processes, in start order
 	metrics    map[string]string
 	envStarted bool
+
+	// mu guards procs: a test may kill a part from one goroutine (a fault-injecting proxy) while
+	// another restarts it.
+	mu    sync.Mutex
+	procs []*process // started processes, in start order
 }
 
 // Scheme is the scheme Cluster.Client uses: client-go's types and KubeRay's.
@@ -266,6 +277,31 @@ func (c *Cluster) startControlPlane() error {
 	return nil
 }
 
+// ServiceAccountConfig returns a client configuration that authenticates as the ServiceAccount name
+// in namespace, with a token from the TokenRequest API (envtest's kube-apiserver signs them with its
+// own service-account key): a test then acts with what RBAC grants that ServiceAccount and nothing
+// more, as a pod running as it does. With boundTo set the token is bound to that pod, as a pod's
+// projected token is: the API server refuses to issue it for a pod that runs as another
+// ServiceAccount, and rejects it once the pod is gone. The token outlives any test or bench run.
+func (c *Cluster) ServiceAccountConfig(ctx context.Context, namespace, name string, boundTo *corev1.Pod) (*rest.Config, error) {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return nil, err
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 60 * 60))}}
+	if boundTo != nil {
+		req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: boundTo.Name, UID: boundTo.UID}
+	}
+	token, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, req, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	// The server and its CA, and none of the admin's credentials.
+	cfg := rest.AnonymousClientConfig(c.Config)
+	cfg.BearerToken = token.Status.Token
+	return cfg, nil
+}
+
 func (c *Cluster) bin(name string) string { return filepath.Join(c.opts.BinDir, name) }
 
 // start starts a part and waits until ready says so.
@@ -275,17 +311,25 @@ func (c *Cluster) start(ctx context.Context, name string, args, env []string, re
 
 // startBinary starts a part from bin and waits until ready says so.
 func (c *Cluster) startBinary(ctx context.Context, name, bin string, args, env []string, ready func(context.Context) bool) error {
-	p, err := startProcess(name, bin, c.Dir, args, env)
+	c.mu.Lock()
+	p, err := startProcess(name, bin, c.Dir, args, env, ready, false)
+	if err == nil {
+		c.procs = append(c.procs, p)
+	}
+	c.mu.Unlock()
 	if err != nil {
 		return &PartError{Part: name, Err: err}
 	}
-	c.procs = append(c.procs, p)
+	return c.waitReady(ctx, p)
+}
+
+func (c *Cluster) waitReady(ctx context.Context, p *process) error {
 	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.StartTimeout, fmt.Errorf("timed out after %s", c.opts.StartTimeout))
 	defer cancel()
-	if err := p.waitFor(ctx, "ready", ready); err != nil {
+	if err := p.waitFor(ctx, "ready", p.ready); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.opts.Progress, "%s ready (log: %s)\n", name, p.logPath)
+	fmt.Fprintf(c.opts.Progress, "%s ready (log: %s)\n", p.name, p.logPath)
 	return nil
 }
 
@@ -371,6 +415,24 @@ func (c *Cluster) startKubeRay(ctx context.Context) error {
 // as one more part, with the flags kubebuilder scaffolds, and waits for its /readyz. Its log is
 // <Dir>/<name>.log; Stop stops it first.
 func (c *Cluster) StartOperator(ctx context.Context, name, bin string, args ...string) error {
+	return c.StartOperatorWith(ctx, name, bin, OperatorOptions{}, args...)
+}
+
+// OperatorOptions change how StartOperatorWith runs an operator.
+type OperatorOptions struct {
+	// Kubeconfig is the kubeconfig the operator talks to the API server with. Default: the admin
+	// Kubeconfig. A test points it at a proxy of its own to inject faults between the two.
+	Kubeconfig string
+	// Env is added to the operator's environment.
+	Env []string
+}
+
+// StartOperatorWith is StartOperator with options.
+func (c *Cluster) StartOperatorWith(ctx context.Context, name, bin string, o OperatorOptions, args ...string) error {
+	kubeconfig := o.Kubeconfig
+	if kubeconfig == "" {
+		kubeconfig = c.Kubeconfig
+	}
 	metrics, err := freePort()
 	if err != nil {
 		return &PartError{Part: name, Err: err}
@@ -380,11 +442,11 @@ func (c *Cluster) StartOperator(ctx context.Context, name, bin string, args ...s
 		return &PartError{Part: name, Err: err}
 	}
 	args = append([]string{
-		"--kubeconfig=" + c.Kubeconfig,
+		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probe),
 	}, args...)
-	if err := c.startBinary(ctx, name, bin, args, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))); err != nil {
+	if err := c.startBinary(ctx, name, bin, args, o.Env, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))); err != nil {
 		return err
 	}
 	if c.metrics == nil {
@@ -410,10 +472,13 @@ func (c *Cluster) Stop() error {
 func (c *Cluster) StopKeepingLogs() error { return c.stop() }
 
 func (c *Cluster) stop() error {
-	for i := len(c.procs) - 1; i >= 0; i-- {
-		c.procs[i].stop(15 * time.Second)
-	}
+	c.mu.Lock()
+	procs := c.procs
 	c.procs = nil
+	c.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		procs[i].stop(15 * time.Second)
+	}
 	if c.envStarted {
 		c.envStarted = false
 		if err := c.env.Stop(); err != nil {
@@ -426,11 +491,103 @@ func (c *Cluster) stop() error {
 // Pids returns the process ids of the parts started as processes by this package (not etcd and
 // kube-apiserver, which envtest runs), by part name.
 func (c *Cluster) Pids() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	pids := map[string]int{}
 	for _, p := range c.procs {
 		pids[p.name] = p.cmd.Process.Pid
 	}
 	return pids
+}
+
+// part is the latest process started under name.
+func (c *Cluster) part(name string) (*process, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i := c.partIndex(name); i >= 0 {
+		return c.procs[i], nil
+	}
+	return nil, &PartError{Part: name, Err: errors.New("no such part was started")}
+}
+
+// partIndex is the index in procs of the latest process started under name, or -1; c.mu is held.
+func (c *Cluster) partIndex(name string) int {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		if c.procs[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// Running reports whether the part is started and has not exited.
+func (c *Cluster) Running(name string) bool {
+	p, err := c.part(name)
+	if err != nil {
+		return false
+	}
+	done, _ := p.exited()
+	return !done
+}
+
+// StopPart stops a part (SIGTERM to its process group, SIGKILL after 15 s), e.g. the tests' shared
+// operator while a test runs one of its own; RestartPart starts it again.
+func (c *Cluster) StopPart(name string) error {
+	p, err := c.part(name)
+	if err != nil {
+		return err
+	}
+	p.stop(15 * time.Second)
+	return nil
+}
+
+// KillPart sends SIGKILL to a part's process, as the kernel's OOM killer or a node failure would
+// end it (no shutdown, nothing flushed), and returns its pid once it has exited.
+func (c *Cluster) KillPart(name string, timeout time.Duration) (int, error) {
+	p, err := c.part(name)
+	if err != nil {
+		return 0, err
+	}
+	pid := p.cmd.Process.Pid
+	if done, _ := p.exited(); done {
+		return pid, &PartError{Part: name, Log: p.logPath, Err: fmt.Errorf("not running (pid %d has exited)", pid)}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		return pid, &PartError{Part: name, Log: p.logPath, Err: fmt.Errorf("killing pid %d: %w", pid, err)}
+	}
+	select {
+	case <-p.done:
+		return pid, nil
+	case <-time.After(timeout):
+		return pid, &PartError{Part: name, Log: p.logPath, Err: fmt.Errorf("pid %d still there %s after SIGKILL", pid, timeout)}
+	}
+}
+
+// RestartPart starts a part that has exited (stopped or killed) again, with the same binary, flags
+// and environment, appending to its log, and waits until it is ready.
+func (c *Cluster) RestartPart(ctx context.Context, name string) error {
+	c.mu.Lock()
+	i := c.partIndex(name)
+	if i < 0 {
+		c.mu.Unlock()
+		return &PartError{Part: name, Err: errors.New("no such part was started")}
+	}
+	old := c.procs[i]
+	if done, _ := old.exited(); !done {
+		c.mu.Unlock()
+		return &PartError{Part: name, Log: old.logPath, Err: errors.New("still running: stop or kill it first")}
+	}
+	// Started and put in place under the lock, so that KillPart never finds the old, dead pid
+	// once the new process may be talking to the API server.
+	p, err := startProcess(name, old.bin, c.Dir, old.args, old.env, old.ready, true)
+	if err == nil {
+		c.procs[i] = p
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return &PartError{Part: name, Log: old.logPath, Err: err}
+	}
+	return c.waitReady(ctx, p)
 }
 
 // LogPath is the log file of a part, e.g. "kuberay-operator".

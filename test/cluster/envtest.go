@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -79,6 +81,26 @@ func RunWithAPIServer(m *testing.M, scheme *runtime.Scheme, use func(client.Clie
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	running = env
+	defer func() { running = nil }()
 	use(c)
 	return m.Run()
+}
+
+// running is the environment RunWithAPIServer started, for User.
+var running *envtest.Environment
+
+// User returns a rest.Config for a user of the API server RunWithAPIServer started, authenticated as
+// name in groups (and system:authenticated) and allowed only what RBAC grants it: to test what the
+// operator does with fewer rights than its ClusterRole gives. Call it only from tests run by
+// RunWithAPIServer.
+func User(name string, groups ...string) (*rest.Config, error) {
+	if running == nil {
+		return nil, errors.New("no API server: User is for tests run by RunWithAPIServer")
+	}
+	u, err := running.AddUser(envtest.User{Name: name, Groups: groups}, running.Config)
+	if err != nil {
+		return nil, fmt.Errorf("adding the envtest user %s: %w", name, err)
+	}
+	return u.Config(), nil
 }

@@ -19,16 +19,32 @@ type process struct {
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	err     error         // what Wait returned; read only after done is closed
+
+	// How it was started, so that it can be started again (Cluster.RestartPart).
+	bin       string
+	args, env []string
+	ready     func(context.Context) bool
 }
 
 // startProcess starts bin with args, stdout and stderr in dir/<name>.log. The child gets a process
 // group of its own, so that stop reaches anything it forks, and SIGKILL if this process dies first,
-// so that a killed test leaves nothing behind.
-func startProcess(name, bin, dir string, args, env []string) (*process, error) {
+// so that a killed test leaves nothing behind. A restart appends to the log, after a line that
+// says so, so that one log tells the part's whole story.
+func startProcess(name, bin, dir string, args, env []string, ready func(context.Context) bool, restart bool) (*process, error) {
 	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if restart {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	}
+	logFile, err := os.OpenFile(logPath, flags, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	if restart {
+		if _, err := fmt.Fprintf(logFile, "--- %s restarted by the test harness ---\n", name); err != nil {
+			_ = logFile.Close()
+			return nil, fmt.Errorf("restarting %s: %w", name, err)
+		}
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logFile
@@ -39,7 +55,7 @@ func startProcess(name, bin, dir string, args, env []string) (*process, error) {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("starting %s (%s): %w", name, bin, err)
 	}
-	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &process{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{}), bin: bin, args: args, env: env, ready: ready}
 	go func() {
 		p.err = cmd.Wait()
 		_ = logFile.Close()

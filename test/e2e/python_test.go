@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
 
@@ -31,15 +34,27 @@ func TestPythonSDKUnit(t *testing.T) {
 func TestPythonAgentHeartbeatAndLoopDetection(t *testing.T) {
 	needCluster(t)
 	_, key, a := healingFleet(t, "pyagents", 10)
-	pod := agentPods(t, key.Namespace, key.Name)[3].Name
+	p := agentPods(t, key.Namespace, key.Name)[3]
+	pod := p.Name
+	// The Python agent runs as its pod would: as the fleet's worker ServiceAccount, with a token
+	// bound to the pod, from a kubeconfig of its own.
+	cfg, err := c.ServiceAccountConfig(context.Background(), key.Namespace, workerServiceAccount(key.Namespace, key.Name), &p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := workerKubeconfig(t, cfg)
+	expectPythonLeasesOnly(t, kubeconfig, key.Namespace, pod)
 	a.set(pod, "stall") // the Go agent of this pod stops; the Python one takes over
 	dir, err := cluster.RepoPath("sdk/python")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Once the operator has replaced the worker, its Lease is gone and the pod-bound token is
+	// refused: the agent's last steps fail, and it goes on as a real agent would.
 	script := `
 import sys, time
 sys.path.insert(0, sys.argv[1])
+from kubernetes.client.rest import ApiException
 from agentfleet_heartbeat import Heartbeat
 hb = Heartbeat.from_env()
 hb.start()
@@ -48,22 +63,32 @@ for i in range(3):
     time.sleep(0.3)
 hb.idle()
 for i in range(8):
-    hb.step("search: the same query")
+    try:
+        hb.step("search: the same query")
+    except ApiException as e:
+        print("step:", e.status)
     time.sleep(1.1)
 print("writes", hb.writes)
 `
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, python, "-c", script, dir)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig, "AGENTFLEET_NAMESPACE="+key.Namespace, "AGENTFLEET_FLEET="+key.Name,
-		"AGENTFLEET_POD_NAME="+pod, "AGENTFLEET_HEARTBEAT_INTERVAL=1")
-	done := make(chan error, 1)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, heartbeatapi.EnvNamespace+"="+key.Namespace, heartbeatapi.EnvFleet+"="+key.Name,
+		heartbeatapi.EnvPodName+"="+pod, heartbeatapi.EnvHeartbeatInterval+"=1")
+	exited := make(chan struct{})
 	var out []byte
+	var runErr error
 	go func() {
-		var err error
-		out, err = cmd.CombinedOutput()
-		done <- err
+		defer close(exited)
+		out, runErr = cmd.CombinedOutput()
 	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+		if t.Failed() {
+			t.Logf("python agent (%v):\n%s", runErr, out)
+		}
+	})
 	waitReplaced(t, key, pod, 25*time.Second)
 	f := getFleet(t, key)
 	var evidence string
@@ -76,8 +101,48 @@ print("writes", hb.writes)
 		t.Errorf("replacement of %s: %q, want Looping", pod, evidence)
 	}
 	t.Logf("python agent replaced: %s", evidence)
-	cancel()
-	if err := <-done; err != nil && ctx.Err() == nil {
-		t.Errorf("python agent: %v\n%s", err, out)
+	select {
+	case <-exited: // it ended by itself, before this test stopped it: it must have ended well
+		if runErr != nil {
+			t.Errorf("python agent: %v", runErr)
+		}
+	default: // still stepping: the cleanup stops it
+	}
+}
+
+// expectPythonLeasesOnly checks that the Python client, given kubeconfig, cannot list or delete
+// Leases or list Pods in ns: the worker token is all it holds.
+func expectPythonLeasesOnly(t *testing.T, kubeconfig, ns, pod string) {
+	t.Helper()
+	script := `
+import sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+config.load_kube_config()
+ns, pod = sys.argv[1], sys.argv[2]
+for what, call in [
+    ("list leases", lambda: client.CoordinationV1Api().list_namespaced_lease(ns)),
+    ("delete a lease", lambda: client.CoordinationV1Api().delete_namespaced_lease(pod, ns)),
+    ("list pods", lambda: client.CoreV1Api().list_namespaced_pod(ns)),
+]:
+    try:
+        call()
+        print(what + ": allowed")
+    except ApiException as e:
+        print(what + ": %d" % e.status)
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "-c", script, ns, pod)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python least-privilege check: %v\n%s%s", err, out, stderr.String())
+	}
+	want := "list leases: 403\ndelete a lease: 403\nlist pods: 403\n"
+	if diff := cmp.Diff(want, string(out)); diff != "" {
+		t.Errorf("the Python client with the worker token (-want +got):\n%s", diff)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -20,14 +19,16 @@ import (
 )
 
 // agents simulates the agent process of every Ready worker of a fleet with the Go heartbeat client:
-// each steps with varied actions every 200 ms, unless told to stall, loop or idle.
+// each steps with varied actions every 200 ms, unless told to stall, loop or idle. Each heartbeats
+// as its pod does: as the fleet's worker ServiceAccount, with a token bound to the pod, so that the
+// operator's least-privilege Role is what the e2e heartbeats go through.
 type agents struct {
 	t          *testing.T
 	ns, fleet  string
 	interval   time.Duration
-	cs         kubernetes.Interface
 	mu         sync.Mutex
 	running    map[string]*agent
+	failed     map[string]string // pod -> why its agent last failed to start, logged once
 	stop       context.CancelFunc
 	behaviours map[string]string // pod -> "stall" | "loop" | "idle"
 	idleAll    bool
@@ -40,15 +41,8 @@ type agent struct {
 
 func simulateAgents(t *testing.T, ns, fleet string, interval time.Duration) *agents {
 	t.Helper()
-	// Real agents each have a client of their own; these share one, so it gets their rate limits.
-	cfg := rest.CopyConfig(c.Config)
-	cfg.QPS, cfg.Burst = 200, 400
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &agents{t: t, ns: ns, fleet: fleet, interval: interval, cs: cs, running: map[string]*agent{}, stop: cancel, behaviours: map[string]string{}}
+	a := &agents{t: t, ns: ns, fleet: fleet, interval: interval, running: map[string]*agent{}, failed: map[string]string{}, stop: cancel, behaviours: map[string]string{}}
 	go func() {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
@@ -88,14 +82,35 @@ func (a *agents) sync(ctx context.Context) {
 			continue
 		}
 		agentCtx, cancel := context.WithCancel(ctx)
-		hb := heartbeat.New(a.cs, a.ns, a.fleet, p.Name, a.interval)
-		if err := hb.Start(agentCtx); err != nil {
+		hb, err := a.start(agentCtx, p)
+		if err != nil {
+			// Tried again at the next tick: the API server's RBAC may not see the operator's
+			// RoleBinding yet. An error that lasts is in the log once.
 			cancel()
+			if msg := err.Error(); a.failed[p.Name] != msg && ctx.Err() == nil {
+				a.failed[p.Name] = msg
+				a.t.Logf("the agent of %s did not start (retrying): %v", p.Name, err)
+			}
 			continue
 		}
 		a.running[p.Name] = &agent{cancel: cancel, hb: hb}
 		go a.work(agentCtx, p.Name, hb)
 	}
+}
+
+// start starts the heartbeat of pod's agent as the pod's ServiceAccount, the fleet's worker one.
+// The API server issues the pod-bound token only if the pod runs as that ServiceAccount.
+func (a *agents) start(ctx context.Context, pod *corev1.Pod) (*heartbeat.Client, error) {
+	cfg, err := c.ServiceAccountConfig(ctx, a.ns, workerServiceAccount(a.ns, a.fleet), pod)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hb := heartbeat.New(cs, a.ns, a.fleet, pod.Name, a.interval)
+	return hb, hb.Start(ctx)
 }
 
 func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
@@ -114,11 +129,11 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 		case b == "stall":
 			return // the process hangs: no step, no renewal
 		case b == "loop":
-			_ = hb.Step("search: the same query")
+			_ = hb.Step(ctx, "search: the same query")
 		case idleAll:
-			_ = hb.Idle()
+			_ = hb.Idle(ctx)
 		default:
-			_ = hb.Step(fmt.Sprintf("step %d", i))
+			_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
 		}
 	}
 }
@@ -176,6 +191,10 @@ func TestSelfHealing(t *testing.T) {
 	needCluster(t)
 	ctx := context.Background()
 	_, key, a := healingFleet(t, "healing", 20)
+
+	t.Run("the agents' ServiceAccount may keep Leases and nothing else", func(t *testing.T) {
+		expectLeasesOnly(t, key.Namespace, key.Name)
+	})
 
 	t.Run("a crashed worker is replaced", func(t *testing.T) {
 		pod := agentPods(t, key.Namespace, key.Name)[0].Name

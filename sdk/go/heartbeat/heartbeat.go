@@ -1,19 +1,30 @@
 // Package heartbeat is the agent side of AgentFleet's heartbeat contract, so that agent authors
 // write no Kubernetes code:
 //
-//	hb, err := heartbeat.FromEnv(clientset) // AGENTFLEET_FLEET, AGENTFLEET_NAMESPACE, AGENTFLEET_POD_NAME, AGENTFLEET_HEARTBEAT_INTERVAL
-//	hb.Start(ctx)                          // keeps the Lease renewed until ctx ends
-//	hb.Step("search: kubernetes leases")   // at every step of a task
-//	hb.Idle()                              // when the task is done
+//	hb, err := heartbeat.FromEnv(clientset) // the AGENTFLEET_* environment the operator sets
+//	err = hb.Start(ctx)                     // writes the Lease; renews it until ctx ends
+//	err = hb.Step(ctx, "search: kubernetes leases") // at every step of a task
+//	err = hb.Idle(ctx)                      // when the task is done
 //
 // Each worker keeps a coordination.k8s.io/v1 Lease named after its pod, labelled with its fleet,
 // renewed at least every interval, with its state, step counts, how many times in a row the same
-// action was taken, and the time of its last step. The operator replaces workers whose Lease goes
-// stale (stalled) or whose counts pass the fleet's limits (looping).
+// action was taken (actions are compared by their SHA-256), and the time of its last step. The
+// operator replaces workers whose Lease goes stale (stalled) or whose counts pass the fleet's
+// limits (looping). The names and formats are the contract's, in
+// github.com/agentfleet/agentfleet/api/heartbeat.
 //
-// Writes are coalesced: a step is written at once when the last write is an interval old, and
-// otherwise with the next renewal, so that a worker writes about once per interval however fast it
-// steps. A step that starts a task (from idle) is written at once.
+// Contexts: Start's ctx governs the renewals, which stop when it ends (an agent cancels it when it
+// shuts down). Step and Idle write, when they write at all, with the ctx they are given; with a
+// ctx already done they record the step but write nothing. Nothing is written after every ctx
+// given has ended.
+//
+// Writes are coalesced: a step that starts a task (from idle) and Idle are written at once; any
+// other step is written at once only when the last write is an interval old, and otherwise with
+// the next renewal, so that a worker writes about once per interval however fast it steps.
+//
+// This package is a module of its own (sdk/go) that depends only on client-go, apimachinery, the
+// Kubernetes API types, k8s.io/utils and the contract, so that an agent built with it does not
+// inherit the operator's KubeRay and controller-runtime versions.
 package heartbeat
 
 import (
@@ -32,19 +43,11 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 )
 
-// The Lease's contract (exact keys; the operator's supervisor reads them).
-const (
-	LabelFleet              = "agentfleet.dev/fleet"
-	AnnotationState         = "agentfleet.dev/state"
-	AnnotationSteps         = "agentfleet.dev/steps"
-	AnnotationTaskSteps     = "agentfleet.dev/task-steps"
-	AnnotationActionRepeats = "agentfleet.dev/action-repeats"
-	AnnotationLastStepTime  = "agentfleet.dev/last-step-time"
-)
-
-// Client keeps one worker's heartbeat Lease.
+// Client keeps one worker's heartbeat Lease. Its methods are safe for concurrent use.
 type Client struct {
 	cs                   kubernetes.Interface
 	namespace, fleet, me string
@@ -60,8 +63,8 @@ type Client struct {
 	lastStep   time.Time
 	lastWrite  time.Time
 	dirty      bool
-	ctx        context.Context
 	writes     int64
+	renewing   chan struct{} // closed when the renewals started by Start have stopped
 
 	writeMu sync.Mutex            // serialises writes of the Lease
 	lease   *coordinationv1.Lease // as last written
@@ -69,10 +72,11 @@ type Client struct {
 
 // New returns a client for the worker pod in namespace of fleet, renewing at least every interval.
 func New(cs kubernetes.Interface, namespace, fleet, pod string, interval time.Duration) *Client {
-	return &Client{cs: cs, namespace: namespace, fleet: fleet, me: pod, interval: interval, clock: clock.RealClock{}, state: "idle"}
+	return &Client{cs: cs, namespace: namespace, fleet: fleet, me: pod, interval: interval, clock: clock.RealClock{}, state: heartbeatapi.StateIdle}
 }
 
-// FromEnv returns a client configured from the environment the operator gives agent workers.
+// FromEnv returns a client configured from the environment the operator gives agent workers of a
+// fleet with a heartbeat contract.
 func FromEnv(cs kubernetes.Interface) (*Client, error) {
 	var missing []string
 	get := func(name string) string {
@@ -82,43 +86,52 @@ func FromEnv(cs kubernetes.Interface) (*Client, error) {
 		}
 		return v
 	}
-	ns, fleet, pod, every := get("AGENTFLEET_NAMESPACE"), get("AGENTFLEET_FLEET"), get("AGENTFLEET_POD_NAME"), get("AGENTFLEET_HEARTBEAT_INTERVAL")
+	ns, fleet, pod, every := get(heartbeatapi.EnvNamespace), get(heartbeatapi.EnvFleet), get(heartbeatapi.EnvPodName), get(heartbeatapi.EnvHeartbeatInterval)
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("heartbeat: not set: %v (is the fleet's spec.health.heartbeat set?)", missing)
 	}
 	seconds, err := strconv.Atoi(every)
 	if err != nil || seconds < 1 {
-		return nil, fmt.Errorf("heartbeat: AGENTFLEET_HEARTBEAT_INTERVAL=%q is not a number of seconds", every)
+		return nil, fmt.Errorf("heartbeat: %s=%q is not a number of seconds", heartbeatapi.EnvHeartbeatInterval, every)
 	}
 	return New(cs, ns, fleet, pod, time.Duration(seconds)*time.Second), nil
 }
 
-// WithClock replaces the clock, for tests.
+// WithClock replaces the clock, for tests. Call it before Start.
 func (c *Client) WithClock(clk clock.WithTicker) *Client { c.clock = clk; return c }
 
-// Writes is how many times the Lease was written.
+// Writes is how many times the Lease was written (or a write was tried).
 func (c *Client) Writes() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.writes
 }
 
-// Start writes the Lease and keeps renewing it every interval until ctx ends.
+// Start writes the Lease and keeps renewing it every interval until ctx ends. Call it once. Its
+// error is the first write's: a renewal that fails is tried again at the next interval.
 func (c *Client) Start(ctx context.Context) error {
-	c.mu.Lock()
-	c.ctx = ctx
-	c.mu.Unlock()
 	if err := c.flush(ctx, true); err != nil {
 		return err
 	}
+	// The ticker exists before Start returns, so that a renewal is due one interval from now
+	// whenever the goroutine runs.
+	t := c.clock.NewTicker(c.interval)
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.renewing = done
+	c.mu.Unlock()
 	go func() {
-		t := c.clock.NewTicker(c.interval)
+		defer close(done)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C():
+				// Both may be ready at once, and select picks either: an ended ctx wins.
+				if ctx.Err() != nil {
+					return
+				}
 				_ = c.flush(ctx, true) // a failed renewal is retried at the next tick
 			}
 		}
@@ -126,12 +139,12 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
-// Step records a step of the current task taking action: the same action as the previous step
-// (compared by hash) counts as a repeat.
-func (c *Client) Step(action string) error {
+// Step records a step of the current task taking action: the same action as the previous step of
+// the task counts as a repeat. A step from idle starts a task.
+func (c *Client) Step(ctx context.Context, action string) error {
 	h := sha256.Sum256([]byte(action))
 	c.mu.Lock()
-	startsTask := c.state != "working"
+	startsTask := c.state != heartbeatapi.StateWorking
 	if !startsTask && h == c.lastAction {
 		c.repeats++
 	} else {
@@ -140,39 +153,37 @@ func (c *Client) Step(action string) error {
 	if startsTask {
 		c.taskSteps = 0
 	}
-	c.state, c.lastAction = "working", h
+	c.state, c.lastAction = heartbeatapi.StateWorking, h
 	c.steps++
 	c.taskSteps++
 	c.lastStep = c.clock.Now()
 	c.dirty = true
 	now := startsTask || c.clock.Since(c.lastWrite) >= c.interval
-	ctx := c.ctx
 	c.mu.Unlock()
-	if now && ctx != nil {
+	if now {
 		return c.flush(ctx, false)
 	}
 	return nil
 }
 
 // Idle records that the current task is done: the worker waits for the next one.
-func (c *Client) Idle() error {
+func (c *Client) Idle(ctx context.Context) error {
 	c.mu.Lock()
-	if c.state == "idle" {
+	if c.state == heartbeatapi.StateIdle {
 		c.mu.Unlock()
 		return nil // nothing new: the renewals go on
 	}
-	c.state, c.taskSteps, c.repeats, c.lastAction = "idle", 0, 0, [32]byte{}
+	c.state, c.taskSteps, c.repeats, c.lastAction = heartbeatapi.StateIdle, 0, 0, [32]byte{}
 	c.dirty = true
-	ctx := c.ctx
 	c.mu.Unlock()
-	if ctx != nil {
-		return c.flush(ctx, false)
-	}
-	return nil
+	return c.flush(ctx, false)
 }
 
 // flush writes the Lease when renew is set or there is something new.
 func (c *Client) flush(ctx context.Context, renew bool) error {
+	if ctx.Err() != nil {
+		return wrap(ctx.Err()) // shutting down: what is recorded stays unwritten
+	}
 	c.mu.Lock()
 	if !renew && !c.dirty {
 		c.mu.Unlock()
@@ -180,19 +191,20 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 	}
 	now := c.clock.Now()
 	annotations := map[string]string{
-		AnnotationState:         c.state,
-		AnnotationSteps:         strconv.FormatInt(c.steps, 10),
-		AnnotationTaskSteps:     strconv.FormatInt(c.taskSteps, 10),
-		AnnotationActionRepeats: strconv.FormatInt(c.repeats, 10),
+		heartbeatapi.AnnotationState:         c.state,
+		heartbeatapi.AnnotationSteps:         strconv.FormatInt(c.steps, 10),
+		heartbeatapi.AnnotationTaskSteps:     strconv.FormatInt(c.taskSteps, 10),
+		heartbeatapi.AnnotationActionRepeats: strconv.FormatInt(c.repeats, 10),
 	}
 	if !c.lastStep.IsZero() {
-		annotations[AnnotationLastStepTime] = c.lastStep.UTC().Format(time.RFC3339Nano)
+		annotations[heartbeatapi.AnnotationLastStepTime] = c.lastStep.UTC().Format(heartbeatapi.TimeFormat)
 	}
 	c.dirty, c.lastWrite = false, now
 	c.writes++
 	c.mu.Unlock()
 
 	leases := c.cs.CoordinationV1().Leases(c.namespace)
+	labels := map[string]string{heartbeatapi.LabelFleet: c.fleet}
 	renewTime := metav1.NewMicroTime(now)
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -202,7 +214,7 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 		switch {
 		case apierrors.IsNotFound(err):
 			created, err := leases.Create(ctx, &coordinationv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Name: c.me, Namespace: c.namespace, Labels: map[string]string{LabelFleet: c.fleet}, Annotations: annotations},
+				ObjectMeta: metav1.ObjectMeta{Name: c.me, Namespace: c.namespace, Labels: labels, Annotations: annotations},
 				Spec: coordinationv1.LeaseSpec{
 					HolderIdentity: ptr.To(c.me), LeaseDurationSeconds: ptr.To(int32(c.interval.Seconds())),
 					AcquireTime: &renewTime, RenewTime: &renewTime,
@@ -218,7 +230,7 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 		lease = got
 	}
 	lease = lease.DeepCopy()
-	lease.Labels = map[string]string{LabelFleet: c.fleet}
+	lease.Labels = labels
 	lease.Annotations = annotations
 	lease.Spec.HolderIdentity = ptr.To(c.me)
 	lease.Spec.RenewTime = &renewTime
@@ -233,6 +245,7 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 	return nil
 }
 
+// wrap names the Lease in an error; the end of a ctx (the agent shutting down) is none.
 func wrap(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return nil

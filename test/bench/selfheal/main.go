@@ -11,8 +11,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -29,14 +29,19 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/rayspecs"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
@@ -47,12 +52,28 @@ func main() {
 	workers := flag.Int("workers", 1000, "workers heartbeating in the load run")
 	interval := flag.Int("interval", 10, "heartbeat interval of the load run, seconds")
 	loadFor := flag.Duration("load-for", 60*time.Second, "how long the load run is measured")
+	timeout := flag.Duration("timeout", 90*time.Minute, "the whole run's deadline: every wait ends by then at the latest")
 	flag.Parse()
-	if err := run(*injections, *workers, *interval, *loadFor); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	err := run(ctx, *injections, *workers, *interval, *loadFor)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 }
+
+// How long each wait of the bench may take: none is unbounded, and all end with the -timeout
+// context at the latest.
+const (
+	buildTimeout   = 10 * time.Minute       // building the operator
+	readyTimeout   = 10 * time.Minute       // a fleet's workers all Ready
+	replaceTimeout = 30 * time.Second       // a worker in workersToDelete after its evidence
+	repeatsTimeout = 30 * time.Second       // a looping agent's Lease showing the repeats
+	scrapeTimeout  = 10 * time.Second       // one read of the operator's metrics
+	pollEvery      = 5 * time.Millisecond   // how often the latency waits look: well under the 250 ms goal
+	readyEvery     = 500 * time.Millisecond // how often fleet readiness is looked at
+)
 
 type bench struct {
 	c   *cluster.Cluster
@@ -60,8 +81,7 @@ type bench struct {
 	cs  kubernetes.Interface
 }
 
-func run(injections, workers, interval int, loadFor time.Duration) error {
-	ctx := context.Background()
+func run(ctx context.Context, injections, workers, interval int, loadFor time.Duration) error {
 	crds, err := cluster.RepoPath("config/crd/bases")
 	if err != nil {
 		return err
@@ -76,7 +96,9 @@ func run(injections, workers, interval int, loadFor time.Duration) error {
 	}
 	defer func() { _ = c.Stop() }()
 	manager := filepath.Join(c.Dir, "manager")
-	if out, err := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput(); err != nil {
+	buildCtx, cancelBuild := context.WithTimeout(ctx, buildTimeout)
+	defer cancelBuild()
+	if out, err := exec.CommandContext(buildCtx, "go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput(); err != nil {
 		return fmt.Errorf("building the operator: %w\n%s", err, out)
 	}
 	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
@@ -121,14 +143,13 @@ func (b *bench) fleet(ctx context.Context, name string, replicas, interval, dead
 	if err := b.k8s.Create(ctx, f); err != nil {
 		return "", err
 	}
-	deadlineAt := time.Now().Add(10 * time.Minute)
-	for time.Now().Before(deadlineAt) {
-		if pods := b.readyPods(ctx, ns.Name, name); len(pods) >= int(replicas) {
-			return ns.Name, nil
-		}
-		time.Sleep(500 * time.Millisecond)
+	err := wait.PollUntilContextTimeout(ctx, readyEvery, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		return len(b.readyPods(ctx, ns.Name, name)) >= int(replicas), nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("fleet %s: %d workers not Ready within %s: %w", name, replicas, readyTimeout, err)
 	}
-	return "", fmt.Errorf("fleet %s: %d workers not Ready after 10 minutes", name, replicas)
+	return ns.Name, nil
 }
 
 func (b *bench) readyPods(ctx context.Context, ns, fleet string) []string {
@@ -153,52 +174,68 @@ func (b *bench) readyPods(ctx context.Context, ns, fleet string) []string {
 
 // requested watches the fleet's RayCluster and reports when each worker first appears in
 // workersToDelete.
-func (b *bench) requested(ctx context.Context, ns, name string) (func(pod string, timeout time.Duration) (time.Time, error), func()) {
+func (b *bench) requested(ctx context.Context, ns, name string) (func(pod string) (time.Time, error), func(), error) {
 	ctx, cancel := context.WithCancel(ctx)
 	var mu sync.Mutex
 	seen := map[string]time.Time{}
+	watching := true
 	var rcs rayv1.RayClusterList
 	w, err := b.k8s.Watch(ctx, &rcs, client.InNamespace(ns), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
-	if err == nil {
-		go func() {
-			for ev := range w.ResultChan() {
-				rc, ok := ev.Object.(*rayv1.RayCluster)
-				if !ok {
-					continue
-				}
-				now := time.Now()
-				mu.Lock()
-				for _, g := range rc.Spec.WorkerGroupSpecs {
-					for _, p := range g.ScaleStrategy.WorkersToDelete {
-						if _, ok := seen[p]; !ok {
-							seen[p] = now
-						}
+	if err != nil {
+		cancel()
+		return nil, nil, fmt.Errorf("watching RayCluster %s/%s: %w", ns, name, err)
+	}
+	go func() {
+		defer func() {
+			mu.Lock()
+			watching = false
+			mu.Unlock()
+		}()
+		for ev := range w.ResultChan() {
+			rc, ok := ev.Object.(*rayv1.RayCluster)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			mu.Lock()
+			for _, g := range rc.Spec.WorkerGroupSpecs {
+				for _, p := range g.ScaleStrategy.WorkersToDelete {
+					if _, ok := seen[p]; !ok {
+						seen[p] = now
 					}
 				}
-				mu.Unlock()
 			}
-		}()
-	}
-	wait := func(pod string, timeout time.Duration) (time.Time, error) {
-		end := time.Now().Add(timeout)
-		for time.Now().Before(end) {
-			mu.Lock()
-			t, ok := seen[pod]
 			mu.Unlock()
-			if ok {
-				return t, nil
-			}
-			time.Sleep(5 * time.Millisecond)
 		}
-		return time.Time{}, fmt.Errorf("worker %s not replaced after %s (operator log: %s)", pod, timeout, b.c.LogPath("agentfleet-operator"))
+	}()
+	waitFor := func(pod string) (time.Time, error) {
+		var at time.Time
+		err := wait.PollUntilContextTimeout(ctx, pollEvery, replaceTimeout, true, func(context.Context) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			t, ok := seen[pod]
+			if !ok && !watching {
+				return false, errors.New("the RayCluster watch ended")
+			}
+			at = t
+			return ok, nil
+		})
+		if err != nil {
+			return time.Time{}, fmt.Errorf("worker %s not replaced within %s (operator log: %s): %w", pod, replaceTimeout, b.c.LogPath("agentfleet-operator"), err)
+		}
+		return at, nil
 	}
-	return wait, func() { cancel(); w.Stop() }
+	return waitFor, func() { cancel(); w.Stop() }, nil
 }
 
 func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, error) {
 	name := strings.ToLower(reason)
 	const interval, deadline = 1, 3
 	ns, err := b.fleet(ctx, name, int32(n), interval, deadline)
+	if err != nil {
+		return nil, err
+	}
+	agents, err := b.agentClient(ctx, ns, name)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +253,7 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 			if running {
 				continue
 			}
-			hb := heartbeat.New(b.cs, ns, name, p, time.Duration(interval)*time.Second)
+			hb := heartbeat.New(agents, ns, name, p, time.Duration(interval)*time.Second)
 			actx, cancel := context.WithCancel(agentCtx)
 			if err := hb.Start(actx); err != nil {
 				cancel()
@@ -231,7 +268,7 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 					if _, ok := loopers.Load(p); ok {
 						action = "the same action"
 					}
-					_ = hb.Step(action)
+					_ = hb.Step(actx, action)
 					time.Sleep(200 * time.Millisecond)
 				}
 			}()
@@ -246,7 +283,10 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 		}
 	}()
 	time.Sleep(2 * time.Second)
-	wait, stop := b.requested(ctx, ns, name)
+	waitFor, stop, err := b.requested(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
 	defer stop()
 	// The fleet goes when measured, so that it does not load the next measurement.
 	defer func() {
@@ -271,18 +311,23 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 			if err != nil {
 				return nil, err
 			}
+			if lease.Spec.RenewTime == nil {
+				return nil, fmt.Errorf("the Lease of %s/%s was never renewed", ns, p)
+			}
 			// The deadline passes first for the last step when working, else for the last renewal.
 			last := lease.Spec.RenewTime.Time
-			if step, err := time.Parse(time.RFC3339Nano, lease.Annotations[heartbeat.AnnotationLastStepTime]); err == nil && step.Before(last) {
+			if step, err := time.Parse(heartbeatapi.TimeFormat, lease.Annotations[heartbeatapi.AnnotationLastStepTime]); err == nil && step.Before(last) {
 				last = step
 			}
 			evidence = last.Add(deadline * time.Second)
 		case "Looping":
 			// The evidence is the Lease write that carries the 5th repeat.
 			loopers.Store(p, true)
-			evidence = b.waitRepeats(ctx, ns, p, 5)
+			if evidence, err = b.waitRepeats(ctx, ns, p, 5); err != nil {
+				return nil, err
+			}
 		}
-		at, err := wait(p, 30*time.Second)
+		at, err := waitFor(p)
 		if err != nil {
 			return nil, err
 		}
@@ -292,17 +337,39 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 	return lat, nil
 }
 
-// waitRepeats returns when the worker's Lease is seen with at least repeats repeats.
-func (b *bench) waitRepeats(ctx context.Context, ns, pod string, repeats int) time.Time {
-	for {
+// waitRepeats returns the renewal time of the worker's Lease once it is seen with at least repeats
+// repeats.
+func (b *bench) waitRepeats(ctx context.Context, ns, pod string, repeats int) (time.Time, error) {
+	var at time.Time
+	err := wait.PollUntilContextTimeout(ctx, pollEvery, repeatsTimeout, true, func(ctx context.Context) (bool, error) {
 		lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, pod, metav1.GetOptions{})
-		if err == nil {
-			if n, _ := strconv.Atoi(lease.Annotations[heartbeat.AnnotationActionRepeats]); n >= repeats {
-				return lease.Spec.RenewTime.Time
-			}
+		if err != nil {
+			return false, nil //nolint:nilerr // a failed read is retried until the deadline
 		}
-		time.Sleep(5 * time.Millisecond)
+		n, _ := strconv.Atoi(lease.Annotations[heartbeatapi.AnnotationActionRepeats])
+		if n < repeats || lease.Spec.RenewTime == nil {
+			return false, nil
+		}
+		at = lease.Spec.RenewTime.Time
+		return true, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("the Lease of %s/%s: %d repeats not seen within %s: %w", ns, pod, repeats, repeatsTimeout, err)
 	}
+	return at, nil
+}
+
+// agentClient is the client the bench's agents of a fleet heartbeat with: as the fleet's worker
+// ServiceAccount, through the Role the operator gives it, as real workers do. They share it, and
+// its rate limits are set for all of them.
+func (b *bench) agentClient(ctx context.Context, ns, fleet string) (kubernetes.Interface, error) {
+	f := &v1alpha1.AgentFleet{ObjectMeta: metav1.ObjectMeta{Name: fleet, Namespace: ns}}
+	cfg, err := b.c.ServiceAccountConfig(ctx, ns, rayspecs.HeartbeatServiceAccount(f), nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg.QPS, cfg.Burst = 2000, 4000
+	return kubernetes.NewForConfig(cfg)
 }
 
 // load runs workers heartbeating every interval and reports the operator's CPU and API requests.
@@ -314,18 +381,22 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 		return err
 	}
 	fmt.Printf("  %d workers Ready in %s\n", workers, time.Since(start).Round(time.Second))
+	agents, err := b.agentClient(ctx, ns, "load")
+	if err != nil {
+		return err
+	}
 	agentCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var clients []*heartbeat.Client
 	for _, p := range b.readyPods(ctx, ns, "load") {
-		hb := heartbeat.New(b.cs, ns, "load", p, time.Duration(interval)*time.Second)
+		hb := heartbeat.New(agents, ns, "load", p, time.Duration(interval)*time.Second)
 		if err := hb.Start(agentCtx); err != nil {
 			return err
 		}
 		clients = append(clients, hb)
 		go func() {
 			for i := 0; agentCtx.Err() == nil; i++ {
-				_ = hb.Step(fmt.Sprintf("step %d", i))
+				_ = hb.Step(agentCtx, fmt.Sprintf("step %d", i))
 				time.Sleep(time.Second) // ten steps per interval: coalesced into one write
 			}
 		}()
@@ -335,17 +406,15 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 	for _, hb := range clients {
 		writes0 += hb.Writes()
 	}
-	cpu0, err := b.operatorCPU()
-	if err != nil {
-		return err
-	}
-	req0, err := b.operatorRequests()
+	m0, err := b.scrape(ctx)
 	if err != nil {
 		return err
 	}
 	time.Sleep(loadFor)
-	cpu1, _ := b.operatorCPU()
-	req1, _ := b.operatorRequests()
+	m1, err := b.scrape(ctx)
+	if err != nil {
+		return err
+	}
 	var writes1 int64
 	for _, hb := range clients {
 		writes1 += hb.Writes()
@@ -353,57 +422,72 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 	secs := loadFor.Seconds()
 	agentWrites := float64(writes1-writes0) / secs
 	fmt.Printf("  agent Lease writes:   %.1f/s = %.2f per worker per interval\n", agentWrites, agentWrites*float64(interval)/float64(len(clients)))
-	fmt.Printf("  operator CPU:         %.1f%% of one core\n", 100*(cpu1-cpu0)/secs)
+	fmt.Printf("  operator CPU:         %.1f%% of one core\n", 100*(m1.cpuSeconds-m0.cpuSeconds)/secs)
 	for _, kind := range []string{"read", "write", "PATCH", "PUT", "POST", "DELETE"} {
-		n := req1[kind] - req0[kind]
+		n := m1.requests[kind] - m0.requests[kind]
 		fmt.Printf("  operator API %-7s %.2f/s\n", kind+":", n/secs)
 	}
 	return nil
 }
 
-// operatorCPU is the operator process's user+system CPU seconds.
-func (b *bench) operatorCPU() (float64, error) {
-	pid := b.c.Pids()["agentfleet-operator"]
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
+// operatorMetrics is one scrape of the operator's own metrics endpoint.
+type operatorMetrics struct {
+	// cpuSeconds is the operator's process_cpu_seconds_total (user and system), which its process
+	// collector reports.
+	cpuSeconds float64
+	// requests sums client-go's rest_client_requests_total: "read" (GET), "write" (every other
+	// method) and each write method.
+	requests map[string]float64
 }
 
-// operatorRequests sums client-go's rest_client_requests_total of the operator, reads and writes.
-func (b *bench) operatorRequests() (map[string]float64, error) {
-	resp, err := http.Get(b.c.MetricsURL("agentfleet-operator"))
+// scrape reads the operator's metrics endpoint and parses it with Prometheus' own text parser.
+func (b *bench) scrape(ctx context.Context) (operatorMetrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
+	defer cancel()
+	url := b.c.MetricsURL("agentfleet-operator")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return operatorMetrics{}, err
 	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "rest_client_requests_total{") {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			continue
-		}
-		if strings.Contains(line, `method="GET"`) {
-			out["read"] += v
-		} else {
-			out["write"] += v
-			for _, m := range []string{"PATCH", "PUT", "POST", "DELETE"} {
-				if strings.Contains(line, `method="`+m+`"`) {
-					out[m] += v
-				}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics: %w", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics at %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return operatorMetrics{}, fmt.Errorf("parsing the operator's metrics: %w", err)
+	}
+
+	cpu, ok := families["process_cpu_seconds_total"]
+	if !ok || len(cpu.GetMetric()) != 1 {
+		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no process_cpu_seconds_total", url)
+	}
+	m := operatorMetrics{cpuSeconds: cpu.GetMetric()[0].GetCounter().GetValue(), requests: map[string]float64{}}
+	requests, ok := families["rest_client_requests_total"]
+	if !ok {
+		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no rest_client_requests_total", url)
+	}
+	for _, s := range requests.GetMetric() {
+		var method string
+		for _, l := range s.GetLabel() {
+			if l.GetName() == "method" {
+				method = l.GetValue()
 			}
 		}
+		v := s.GetCounter().GetValue()
+		if method == http.MethodGet {
+			m.requests["read"] += v
+			continue
+		}
+		m.requests["write"] += v
+		m.requests[method] += v
 	}
-	return out, sc.Err()
+	return m, nil
 }
 
 func resourceQuantity(s string) resource.Quantity { return resource.MustParse(s) }

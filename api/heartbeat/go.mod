@@ -1,0 +1,3 @@
+module github.com/agentfleet/agentfleet/api/heartbeat
+
+go 1.26

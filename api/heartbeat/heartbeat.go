@@ -1,0 +1,69 @@
+// Package heartbeat is AgentFleet's heartbeat contract: what an agent worker writes and what the
+// operator reads, defined once. The operator (its supervisor, its event filters and the RayCluster
+// builder), the Go SDK (sdk/go/heartbeat) and the tests read these names from here; the Python
+// client (sdk/python/agentfleet_heartbeat.py) keeps a copy that python_test.go checks against them.
+//
+// A worker of a fleet with spec.health.heartbeat keeps a coordination.k8s.io/v1 Lease named after
+// its pod, in its namespace, labelled LabelFleet with the fleet's name, renewed at least every
+// interval (EnvHeartbeatInterval, in seconds), with these annotations:
+//
+//   - AnnotationState: StateIdle or StateWorking;
+//   - AnnotationSteps: the steps taken since the worker started;
+//   - AnnotationTaskSteps: the steps of the current task (0 when idle);
+//   - AnnotationActionRepeats: how many times in a row the same action was taken (0 when idle);
+//   - AnnotationLastStepTime: the time of the last step, in TimeFormat (absent before the first).
+//
+// The counts are decimal integers. The operator replaces a worker whose Lease is not renewed, or
+// that is working without a step, for the fleet's progressDeadlineSeconds (stalled), and one whose
+// action-repeats reaches maxRepeatedActions or task-steps reaches maxStepsPerTask (looping). Those
+// limits and their defaults are fields of the AgentFleet API (api/v1alpha1.HeartbeatSpec).
+//
+// This is a module of its own with no requirements, so that the Go SDK, which agents build with,
+// can depend on it without inheriting the operator's module graph (KubeRay, controller-runtime): a
+// package of the main module would bring the main module's go.mod into every agent's build.
+package heartbeat
+
+import "time"
+
+// LabelFleet names the fleet on each worker's heartbeat Lease (and on everything else the operator
+// makes for the fleet).
+const LabelFleet = "agentfleet.dev/fleet"
+
+// The annotations of a heartbeat Lease.
+const (
+	AnnotationState         = "agentfleet.dev/state"
+	AnnotationSteps         = "agentfleet.dev/steps"
+	AnnotationTaskSteps     = "agentfleet.dev/task-steps"
+	AnnotationActionRepeats = "agentfleet.dev/action-repeats"
+	AnnotationLastStepTime  = "agentfleet.dev/last-step-time"
+)
+
+// The values of AnnotationState. Only a working agent can stall for lack of steps: an idle one
+// waits for its next task as long as it keeps renewing.
+const (
+	StateIdle    = "idle"
+	StateWorking = "working"
+)
+
+// TimeFormat is the format of AnnotationLastStepTime: RFC 3339, in UTC, with fractional seconds.
+const TimeFormat = time.RFC3339Nano
+
+// The environment the operator gives every agent container (the interval only to workers, and
+// only when the fleet has a heartbeat contract). Fleets may not set names starting AGENTFLEET_.
+const (
+	// EnvFleet is the fleet's name.
+	EnvFleet = "AGENTFLEET_FLEET"
+	// EnvNamespace is the fleet's, and the Lease's, namespace.
+	EnvNamespace = "AGENTFLEET_NAMESPACE"
+	// EnvPodName is the pod's name, and so the Lease's.
+	EnvPodName = "AGENTFLEET_POD_NAME"
+	// EnvHeartbeatInterval is how often the Lease must be renewed at the least, in whole seconds.
+	EnvHeartbeatInterval = "AGENTFLEET_HEARTBEAT_INTERVAL"
+	// EnvModelName, EnvModelVersion and EnvModelEndpoint are spec.model's fields (the endpoint only
+	// when set).
+	EnvModelName     = "AGENTFLEET_MODEL_NAME"
+	EnvModelVersion  = "AGENTFLEET_MODEL_VERSION"
+	EnvModelEndpoint = "AGENTFLEET_MODEL_ENDPOINT"
+	// EnvPromptFile is the path of the system prompt's file, when the fleet has a prompt.
+	EnvPromptFile = "AGENTFLEET_PROMPT_FILE"
+)

@@ -1,0 +1,23 @@
+package fleet
+
+// Event reasons, all in one place: people and alerting rules select on them.
+const (
+	EventRayClusterCreated  = "RayClusterCreated"
+	EventRayClusterUpdated  = "RayClusterUpdated"
+	EventDriftReverted      = "DriftReverted"
+	EventScaled             = "Scaled"
+	EventSuspended          = "Suspended"
+	EventResumed            = "Resumed"
+	EventInvalidSpec        = "InvalidSpec"
+	EventRayClusterNotOwned = "RayClusterNotOwned"
+
+	EventRollingWorkers = "RollingWorkers"
+
+	EventRayJobCreated   = "RayJobCreated"
+	EventRayJobDeleted   = "RayJobDeleted"
+	EventInvalidSchedule = "InvalidSchedule"
+
+	// EventWorkerReplaced is emitted once per replacement, after it is recorded in status.
+	EventWorkerReplaced         = "WorkerReplaced"
+	EventRestartBudgetExhausted = "RestartBudgetExhausted"
+)

@@ -1,0 +1,351 @@
+package heartbeat_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
+	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
+)
+
+const (
+	namespace = "agents"
+	fleet     = "research"
+	pod       = "research-agents-worker-001"
+	interval  = 10 * time.Second
+)
+
+// t0 is the fake clock's start; no test reads the real clock.
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// harness is a client on a fake clientset and a fake clock, and every Lease write it makes.
+type harness struct {
+	t       *testing.T
+	cs      *fake.Clientset
+	clock   *clocktesting.FakeClock
+	hb      *heartbeat.Client
+	written chan *coordinationv1.Lease // each Lease created or updated, once stored
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	h := &harness{t: t, cs: fake.NewClientset(), clock: clocktesting.NewFakeClock(t0), written: make(chan *coordinationv1.Lease, 1000)}
+	store := k8stesting.ObjectReaction(h.cs.Tracker())
+	h.cs.PrependReactor("*", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		handled, obj, err := store(a)
+		if err == nil && (a.GetVerb() == "create" || a.GetVerb() == "update") {
+			h.written <- obj.(*coordinationv1.Lease).DeepCopy()
+		}
+		return handled, obj, err
+	})
+	h.hb = heartbeat.New(h.cs, namespace, fleet, pod, interval).WithClock(h.clock)
+	return h
+}
+
+// writes counts the Lease writes so far.
+func (h *harness) writes() int {
+	n := 0
+	for _, a := range h.cs.Actions() {
+		if a.GetResource().Resource == "leases" && (a.GetVerb() == "create" || a.GetVerb() == "update") {
+			n++
+		}
+	}
+	return n
+}
+
+// stored is the Lease as the API server has it.
+func (h *harness) stored() *coordinationv1.Lease {
+	h.t.Helper()
+	l, err := h.cs.CoordinationV1().Leases(namespace).Get(context.Background(), pod, metav1.GetOptions{})
+	if err != nil {
+		h.t.Fatalf("getting the Lease: %v", err)
+	}
+	return l
+}
+
+// renewal moves the clock by d and returns the Lease the renewal wrote. The writes so far were
+// made synchronously, so all of them are in written already and are dropped first.
+func (h *harness) renewal(d time.Duration) *coordinationv1.Lease {
+	h.t.Helper()
+	for len(h.written) > 0 {
+		<-h.written
+	}
+	h.clock.Step(d)
+	select {
+	case l := <-h.written:
+		return l
+	case <-time.After(10 * time.Second): // a deadline for a failing test only; a pass never waits for it
+		h.t.Fatalf("no renewal %s after the clock moved by %s", interval, d)
+		return nil
+	}
+}
+
+func annotations(state string, steps, taskSteps, repeats int, lastStep *time.Time) map[string]string {
+	a := map[string]string{
+		heartbeatapi.AnnotationState:         state,
+		heartbeatapi.AnnotationSteps:         strconv.Itoa(steps),
+		heartbeatapi.AnnotationTaskSteps:     strconv.Itoa(taskSteps),
+		heartbeatapi.AnnotationActionRepeats: strconv.Itoa(repeats),
+	}
+	if lastStep != nil {
+		a[heartbeatapi.AnnotationLastStepTime] = lastStep.Format(heartbeatapi.TimeFormat)
+	}
+	return a
+}
+
+func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
+
+func TestStartWritesTheLease(t *testing.T) {
+	h := newHarness(t)
+	if err := h.hb.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	l := h.stored()
+	now := metav1.NewMicroTime(t0)
+	want := coordinationv1.LeaseSpec{HolderIdentity: ptr.To(pod), LeaseDurationSeconds: ptr.To(int32(10)), AcquireTime: &now, RenewTime: &now}
+	if diff := cmp.Diff(want, l.Spec); diff != "" {
+		t.Errorf("spec (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{heartbeatapi.LabelFleet: fleet}, l.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(annotations(heartbeatapi.StateIdle, 0, 0, 0, nil), l.Annotations); diff != "" {
+		t.Errorf("annotations (-want +got):\n%s", diff)
+	}
+	if got := h.writes(); got != 1 {
+		t.Errorf("writes = %d, want 1", got)
+	}
+}
+
+// op is something an agent does: a step, going idle, or time passing (less than an interval).
+type op func(ctx context.Context, h *harness) error
+
+func step(action string) op {
+	return func(ctx context.Context, h *harness) error { return h.hb.Step(ctx, action) }
+}
+
+func idle() op { return func(ctx context.Context, h *harness) error { return h.hb.Idle(ctx) } }
+
+func wait(d time.Duration) op {
+	return func(_ context.Context, h *harness) error { h.clock.Step(d); return nil }
+}
+
+// The counts, state and last step time a run of steps leaves, as the next renewal writes them,
+// and which of the steps were written at once.
+func TestStepsAndIdle(t *testing.T) {
+	cases := map[string]struct {
+		ops []op
+		// wantWrites are the writes the ops made at once (Start's excluded).
+		wantWrites int
+		want       map[string]string
+	}{
+		"a step from idle starts a task, written at once": {
+			ops: []op{step("a")}, wantWrites: 1,
+			want: annotations(heartbeatapi.StateWorking, 1, 1, 1, at(0)),
+		},
+		"the same action again is a repeat": {
+			ops: []op{step("a"), wait(time.Second), step("a"), wait(time.Second), step("a")}, wantWrites: 1,
+			want: annotations(heartbeatapi.StateWorking, 3, 3, 3, at(2*time.Second)),
+		},
+		"another action ends the run of repeats": {
+			ops: []op{step("a"), step("a"), step("b")}, wantWrites: 1,
+			want: annotations(heartbeatapi.StateWorking, 3, 3, 1, at(0)),
+		},
+		"a run of repeats counts from the last change": {
+			ops: []op{step("a"), step("b"), step("b")}, wantWrites: 1,
+			want: annotations(heartbeatapi.StateWorking, 3, 3, 2, at(0)),
+		},
+		"idle ends the task, written at once": {
+			ops: []op{step("a"), step("a"), wait(2 * time.Second), idle()}, wantWrites: 2,
+			want: annotations(heartbeatapi.StateIdle, 2, 0, 0, at(0)),
+		},
+		"idle when idle writes nothing": {
+			ops: []op{idle()}, wantWrites: 0,
+			want: annotations(heartbeatapi.StateIdle, 0, 0, 0, nil),
+		},
+		"a step after idle starts a new task, written at once; the same action is no repeat": {
+			ops: []op{step("a"), step("a"), idle(), wait(time.Second), step("a")}, wantWrites: 3,
+			want: annotations(heartbeatapi.StateWorking, 3, 1, 1, at(time.Second)),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			ctx := t.Context()
+			if err := h.hb.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range tc.ops {
+				if err := o(ctx, h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := h.writes() - 1; got != tc.wantWrites {
+				t.Errorf("writes at once = %d, want %d", got, tc.wantWrites)
+			}
+			renewed := h.renewal(interval)
+			if diff := cmp.Diff(tc.want, renewed.Annotations); diff != "" {
+				t.Errorf("annotations of the next renewal (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAStepFromIdleIsWrittenAtOnce(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.Step(3 * time.Second)
+	if err := h.hb.Step(ctx, "search: kubernetes leases"); err != nil {
+		t.Fatal(err)
+	}
+	l := h.stored()
+	if diff := cmp.Diff(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(3*time.Second)), l.Annotations); diff != "" {
+		t.Errorf("annotations (-want +got):\n%s", diff)
+	}
+	if got, want := l.Spec.RenewTime.Time, t0.Add(3*time.Second); !got.Equal(want) {
+		t.Errorf("renewTime = %s, want %s", got, want)
+	}
+}
+
+// However fast an agent steps, it writes about once per interval.
+func TestStepsWithinAnIntervalAreCoalesced(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hb.Step(ctx, "step 0"); err != nil { // from idle: written at once
+		t.Fatal(err)
+	}
+	for i := 1; i < 100; i++ { // 99 steps, 100 ms apart: 9.9 s, within the interval
+		h.clock.Step(100 * time.Millisecond)
+		if err := h.hb.Step(ctx, "step "+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := h.writes(); got != 2 {
+		t.Fatalf("writes after 100 steps within an interval = %d, want 2 (Start, the first step)", got)
+	}
+	renewed := h.renewal(100 * time.Millisecond) // the interval ends
+	if diff := cmp.Diff(annotations(heartbeatapi.StateWorking, 100, 100, 1, at(9900*time.Millisecond)), renewed.Annotations); diff != "" {
+		t.Errorf("the renewal (-want +got):\n%s", diff)
+	}
+	if got := h.writes(); got != 3 {
+		t.Errorf("writes = %d, want 3", got)
+	}
+}
+
+func TestRenewsEveryInterval(t *testing.T) {
+	h := newHarness(t)
+	if err := h.hb.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		l := h.renewal(interval)
+		if got, want := l.Spec.RenewTime.Time, t0.Add(time.Duration(i)*interval); !got.Equal(want) {
+			t.Errorf("renewal %d: renewTime = %s, want %s", i, got, want)
+		}
+		if diff := cmp.Diff(annotations(heartbeatapi.StateIdle, 0, 0, 0, nil), l.Annotations); diff != "" {
+			t.Errorf("renewal %d: annotations (-want +got):\n%s", i, diff)
+		}
+		if got := h.writes(); got != 1+i {
+			t.Errorf("after renewal %d: writes = %d, want %d", i, got, 1+i)
+		}
+	}
+}
+
+// When the agent's ctx ends, the renewals stop and nothing more is written.
+func TestCancellationStopsTheWrites(t *testing.T) {
+	h := newHarness(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hb.Step(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-heartbeat.RenewalsStopped(h.hb):
+	case <-time.After(10 * time.Second): // a deadline for a failing test only
+		t.Fatal("the renewals did not stop when the ctx ended")
+	}
+	before := h.writes()
+	h.clock.Step(3 * interval)
+	if err := h.hb.Step(ctx, "b"); err != nil {
+		t.Errorf("Step with an ended ctx: %v, want nil (shutting down is no error)", err)
+	}
+	if err := h.hb.Idle(ctx); err != nil {
+		t.Errorf("Idle with an ended ctx: %v, want nil", err)
+	}
+	if got := h.writes(); got != before {
+		t.Errorf("writes after the ctx ended: %d, want none", got-before)
+	}
+}
+
+func TestFromEnv(t *testing.T) {
+	complete := map[string]string{
+		heartbeatapi.EnvNamespace: namespace, heartbeatapi.EnvFleet: fleet, heartbeatapi.EnvPodName: pod, heartbeatapi.EnvHeartbeatInterval: "7",
+	}
+	with := func(name, value string) map[string]string {
+		env := map[string]string{}
+		for k, v := range complete {
+			env[k] = v
+		}
+		env[name] = value
+		return env
+	}
+	cases := map[string]struct {
+		env     map[string]string
+		wantErr string
+	}{
+		"complete":              {env: complete},
+		"no pod name":           {env: with(heartbeatapi.EnvPodName, ""), wantErr: "not set: [" + heartbeatapi.EnvPodName + "]"},
+		"no interval":           {env: with(heartbeatapi.EnvHeartbeatInterval, ""), wantErr: "not set: [" + heartbeatapi.EnvHeartbeatInterval + "]"},
+		"interval not a number": {env: with(heartbeatapi.EnvHeartbeatInterval, "10s"), wantErr: heartbeatapi.EnvHeartbeatInterval + `="10s" is not a number of seconds`},
+		"interval zero":         {env: with(heartbeatapi.EnvHeartbeatInterval, "0"), wantErr: "is not a number of seconds"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			cs := fake.NewClientset()
+			hb, err := heartbeat.FromEnv(cs)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := hb.WithClock(clocktesting.NewFakeClock(t0)).Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			l, err := cs.CoordinationV1().Leases(namespace).Get(t.Context(), pod, metav1.GetOptions{})
+			if err != nil {
+				t.Fatalf("the Lease %s/%s: %v", namespace, pod, err)
+			}
+			if l.Labels[heartbeatapi.LabelFleet] != fleet || ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 7 {
+				t.Errorf("Lease labels %v, duration %v; want fleet %s, 7 s", l.Labels, ptr.Deref(l.Spec.LeaseDurationSeconds, 0), fleet)
+			}
+		})
+	}
+}
