@@ -106,6 +106,10 @@ test-argocd: ## config/argocd's health checks in argo-cd v2.14's util/lua (a mod
 argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the health.lua files.
 	cd test/argocd && go test -count=1 -run TestArgoCDConfigMapSnippet ./... -update
 
+.PHONY: test-nvml
+test-nvml: ## The real-NVML test (build tag nvml): on a GPU machine with the NVIDIA driver; prints one line per GPU.
+	CGO_ENABLED=1 go test -tags nvml -run TestRealNVML -v -count=1 ./gpu/collector/
+
 .PHONY: test-unit
 test-unit: ## Tests that need no cluster parts.
 	go test -count=1 -short ./...
@@ -180,5 +184,6 @@ fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
 
 BENCH_WORKERS ?= 1000
 .PHONY: bench
-bench: bins ## Supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, on the local cluster.
+bench: bins ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, on the local cluster.
+	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
 	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
