@@ -66,6 +66,11 @@ func (r *Reconciler) reconcileDependencies(ctx context.Context, s *scope) error 
 			return fmt.Errorf("mapping %s: %w", gvk, err)
 		}
 		gr := mapping.Resource.GroupResource()
+		// Watched (or polled) before it is read: a dependency that does not exist yet must wake the
+		// fleet when it appears.
+		if !r.deps.watch(ctx, gvk, gr, s.now) {
+			s.requeue(dependencyPoll)
+		}
 
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(gvk)
@@ -85,9 +90,6 @@ func (r *Reconciler) reconcileDependencies(ctx context.Context, s *scope) error 
 				return fmt.Errorf("reading dependency %s: %w", name, err)
 			}
 			continue
-		}
-		if !r.deps.watch(ctx, gvk, gr, s.now) {
-			s.requeue(dependencyPoll)
 		}
 		res, err := status.Compute(u)
 		if err != nil {
