@@ -20,10 +20,13 @@ const (
 	ReasonDependencyKindUnknown = "DependencyKindUnknown"
 	// ReasonDependencyForbidden: the operator may not read a dependency; the message names the
 	// permission to grant. Stalled until RBAC grants it.
-	ReasonDependencyForbidden    = "DependencyForbidden"
-	ReasonPromptNotFound         = "PromptNotFound"
-	ReasonSecretNotFound         = "SecretNotFound"
-	ReasonInvalidSpec            = "InvalidSpec"
+	ReasonDependencyForbidden = "DependencyForbidden"
+	ReasonPromptNotFound      = "PromptNotFound"
+	ReasonSecretNotFound      = "SecretNotFound"
+	ReasonInvalidSpec         = "InvalidSpec"
+	// ReasonGPUNotAllowed: the fleet asks for more GPUs than its namespace allows (label
+	// agentfleet.dev/gpu-allowed=false, annotation agentfleet.dev/max-gpus).
+	ReasonGPUNotAllowed          = "GPUNotAllowed"
 	ReasonRayClusterNotOwned     = "RayClusterNotOwned"
 	ReasonCreating               = "Creating"
 	ReasonRolling                = "Rolling"

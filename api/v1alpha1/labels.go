@@ -42,4 +42,11 @@ const (
 
 	// WorkerGroup is the name of the Ray worker group that runs the agents.
 	WorkerGroup = "agents"
+
+	// LabelGPUAllowed on a Namespace: "false" forbids fleets there to ask for GPUs (enforced at
+	// admission by config/policy and by the operator, reason GPUNotAllowed).
+	LabelGPUAllowed = "agentfleet.dev/gpu-allowed"
+	// AnnotationMaxGPUs on a Namespace caps the GPUs of each fleet there (replicas x worker GPUs +
+	// head GPUs).
+	AnnotationMaxGPUs = "agentfleet.dev/max-gpus"
 )

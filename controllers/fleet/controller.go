@@ -114,7 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	s := &scope{fleet: fleet, now: r.Clock.Now(), pending: sets.New[string]()}
 	var err error
 	for _, p := range []phase{
-		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.reconcileRayCluster,
+		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy, r.reconcileRayCluster,
 		r.observeWorkers, r.reconcileRollout, r.reconcileHealth, r.reconcileHandover, r.reconcileJobs,
 	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {

@@ -18,22 +18,27 @@ import (
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
-// reconcileRayCluster creates the fleet's RayCluster, or brings the existing one back to what
-// rayspecs builds: a change in Git updates its template (the rollout phase then replaces the
-// workers), a hand edit is reverted. workersToDelete is left to the rollout phase, and KubeRay's
-// status is KubeRay's.
-func (r *Reconciler) reconcileRayCluster(ctx context.Context, s *scope) error {
-	f := s.fleet
-	desired, err := rayspecs.RayCluster(f, rayspecs.Inputs{Prompt: s.prompt}, r.Specs)
+// buildRayCluster builds the RayCluster the fleet wants (rayspecs, pure): the phases after it check
+// and apply it.
+func (r *Reconciler) buildRayCluster(_ context.Context, s *scope) error {
+	desired, err := rayspecs.RayCluster(s.fleet, rayspecs.Inputs{Prompt: s.prompt}, r.Specs)
 	if err != nil {
 		s.block(blocker{reason: v1alpha1.ReasonInvalidSpec, degraded: true, stalled: true, message: err.Error()})
-		r.event(f, corev1.EventTypeWarning, EventInvalidSpec, "%v", err)
+		r.event(s.fleet, corev1.EventTypeWarning, EventInvalidSpec, "%v", err)
 		return nil
 	}
 	s.desired = desired
+	return nil
+}
 
+// reconcileRayCluster creates the fleet's RayCluster, or brings the existing one back to what
+// rayspecs built: a change in Git updates its template (the rollout phase then replaces the
+// workers), a hand edit is reverted. workersToDelete is left to the rollout phase, and KubeRay's
+// status is KubeRay's.
+func (r *Reconciler) reconcileRayCluster(ctx context.Context, s *scope) error {
+	f, desired := s.fleet, s.desired
 	existing := &rayv1.RayCluster{}
-	err = r.Get(ctx, client.ObjectKeyFromObject(desired), existing)
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), existing)
 	if apierrors.IsNotFound(err) {
 		if err := r.Create(ctx, desired); err != nil {
 			return fmt.Errorf("creating RayCluster %s: %w", klog.KObj(desired), err)

@@ -235,7 +235,10 @@ func (c *Cluster) startControlPlane() error {
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: c.opts.StartTimeout,
 		ControlPlaneStopTimeout:  30 * time.Second,
-		Scheme:                   Scheme(),
+		// envtest waits 10 s by default for the CRDs to be served; on two loaded cores (a build
+		// beside the tests) the API server takes longer, and a test bed must not need an idle machine.
+		CRDInstallOptions: envtest.CRDInstallOptions{MaxTime: crdInstallWait},
+		Scheme:            Scheme(),
 	}
 	c.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
 	api := &envtest.APIServer{Out: apiLog, Err: apiLog}

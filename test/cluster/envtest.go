@@ -15,6 +15,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
+// crdInstallWait is how long the CRDs may take to be served after they are created.
+const crdInstallWait = 2 * time.Minute
+
 // Envtest returns an envtest environment (etcd and kube-apiserver only, for synchronous controller
 // tests and API validation tests) on the binaries of `make bins`, with KubeRay's CRDs and the CRDs
 // in crdDirs installed. Call Start and, when done, Stop.
@@ -35,6 +38,7 @@ func Envtest(scheme *runtime.Scheme, crdDirs ...string) (*envtest.Environment, e
 		CRDDirectoryPaths:        append([]string{kuberay}, crdDirs...),
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: 90 * time.Second,
+		CRDInstallOptions:        envtest.CRDInstallOptions{MaxTime: crdInstallWait},
 		Scheme:                   scheme,
 	}, nil
 }
