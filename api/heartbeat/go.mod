@@ -1,3 +1,3 @@
 module github.com/agentfleet/agentfleet/api/heartbeat
 
-go 1.26
+go 1.22

@@ -10,6 +10,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -45,6 +46,7 @@ const (
 func (r *Reconciler) reconcileDependencies(ctx context.Context, s *scope) error {
 	var stalled []blocker
 	var waiting, failed []string
+	poll := false // a dependency kind is not watched: read it again soon
 	for i, d := range s.fleet.Spec.DependsOn {
 		ref := fmt.Sprintf("spec.dependsOn[%d] %s/%s (%s)", i, d.Kind, d.Name, d.APIVersion)
 		gv, err := schema.ParseGroupVersion(d.APIVersion)
@@ -69,7 +71,7 @@ func (r *Reconciler) reconcileDependencies(ctx context.Context, s *scope) error 
 		// Watched (or polled) before it is read: a dependency that does not exist yet must wake the
 		// fleet when it appears.
 		if !r.deps.watch(ctx, gvk, gr, s.now) {
-			s.requeue(dependencyPoll)
+			poll = true
 		}
 
 		u := &unstructured.Unstructured{}
@@ -112,13 +114,17 @@ func (r *Reconciler) reconcileDependencies(ctx context.Context, s *scope) error 
 			messages = append(messages, b.message)
 		}
 		s.block(blocker{reason: stalled[0].reason, degraded: true, stalled: true, message: strings.Join(messages, "; ")})
-		s.requeue(dependencyRecheck)
+		s.requeue(dependencyRecheck) // not polled: only RBAC or a CRD can change this
+		return nil
 	case len(failed) > 0:
 		s.block(blocker{reason: v1alpha1.ReasonDependencyFailed, degraded: true,
 			message: "dependencies failed: " + strings.Join(failed, "; ")})
 	case len(waiting) > 0:
 		s.block(blocker{reason: v1alpha1.ReasonWaitingForDependencies,
 			message: "waiting for " + strings.Join(waiting, "; ")})
+	}
+	if poll {
+		s.requeue(dependencyPoll)
 	}
 	return nil
 }
@@ -230,9 +236,13 @@ func (w *dependencyWatches) watch(ctx context.Context, gvk schema.GroupVersionKi
 	if plan := w.planLocked(ctx, gvk, now); plan != watchStart {
 		return plan == watchExisting
 	}
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(gvk)
-	if err := w.ctrl.Watch(source.Kind[client.Object](w.cache, u, handler.EnqueueRequestsFromMapFunc(w.fleetsDependingOn(gvk)))); err != nil {
+	// Metadata only: the event is all the watch is for (the dependency itself is read from the API
+	// server, unstructured objects are not cached), and a dependsOn on a Secret or a Pod must not
+	// cache every Secret's contents or every Pod of the cluster. A status change changes the
+	// resourceVersion, so metadata events still come for it.
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	if err := w.ctrl.Watch(source.Kind[client.Object](w.cache, m, handler.EnqueueRequestsFromMapFunc(w.fleetsDependingOn(gvk)))); err != nil {
 		log.Error(err, "Cannot watch a dependency kind; polling it")
 		return false
 	}

@@ -1,6 +1,6 @@
 module github.com/agentfleet/agentfleet/sdk/go
 
-go 1.26
+go 1.25.0
 
 require (
 	github.com/agentfleet/agentfleet/api/heartbeat v0.0.0-00010101000000-000000000000

@@ -184,6 +184,10 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 	if ctx.Err() != nil {
 		return wrap(ctx.Err()) // shutting down: what is recorded stays unwritten
 	}
+	// writeMu is taken before the snapshot, so that writes go out in the order their snapshots were
+	// taken: a renewal's older snapshot can never overwrite a newer Idle or Step.
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	if !renew && !c.dirty {
 		c.mu.Unlock()
@@ -206,8 +210,6 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 	leases := c.cs.CoordinationV1().Leases(c.namespace)
 	labels := map[string]string{heartbeatapi.LabelFleet: c.fleet}
 	renewTime := metav1.NewMicroTime(now)
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
 	lease := c.lease
 	if lease == nil {
 		got, err := leases.Get(ctx, c.me, metav1.GetOptions{})
