@@ -1,6 +1,9 @@
 -- ArgoCD health of a KubeRay RayCluster (KubeRay v1.x): ArgoCD ships none for ray.io kinds.
--- From KubeRay's status conditions where it writes them (RayClusterStatusConditions, on by default
--- since KubeRay 1.3), else from its state.
+-- From KubeRay's status conditions where it writes them (the RayClusterStatusConditions feature gate,
+-- on by default in v1.6), else from its state. status.observedGeneration is not read: KubeRay v1.6.1
+-- does not keep it current (a spec write that changes no status field leaves it at the previous
+-- generation; its InconsistentRayClusterStatus ignores the field), so a check on it stuck rolled
+-- clusters at Progressing for minutes. Readiness comes from the pods KubeRay counts instead.
 local hs = {}
 local status = obj.status
 if status == nil then
@@ -42,12 +45,6 @@ if isTrue("RayClusterSuspending") then
   hs.message = "Suspending the RayCluster"
   return hs
 end
-if obj.metadata.generation ~= nil and status.observedGeneration ~= nil and status.observedGeneration < obj.metadata.generation then
-  hs.status = "Progressing"
-  hs.message = "Waiting for KubeRay to observe generation " .. obj.metadata.generation
-  return hs
-end
-
 local headReady
 if conditions["HeadPodReady"] ~= nil then
   headReady = isTrue("HeadPodReady")
