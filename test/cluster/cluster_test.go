@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -232,7 +233,7 @@ func TestRealKubeRayRunsGPURayCluster(t *testing.T) {
 	t.Logf("RayCluster with 3 GPU workers Ready after %s", time.Since(start).Round(time.Millisecond))
 
 	var pods corev1.PodList
-	if err := c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"ray.io/group": "agents"}); err != nil {
+	if err := c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{rayutils.RayNodeGroupLabelKey: "agents"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(pods.Items) != 3 {

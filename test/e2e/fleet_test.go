@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/test/cluster"
@@ -176,7 +177,7 @@ func TestSamplesBecomeReady(t *testing.T) {
 	}
 	// GPU workers are on GPU nodes of the product asked for.
 	var pods corev1.PodList
-	if err := k8s.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{v1alpha1.LabelFleet: "coders", "ray.io/group": "agents"}); err != nil {
+	if err := k8s.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{v1alpha1.LabelFleet: "coders", rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range pods.Items {

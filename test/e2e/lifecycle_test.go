@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
@@ -251,7 +252,7 @@ func TestSuspendResumeAndDelete(t *testing.T) {
 	eventually(t, 60*time.Second, "the RayCluster and its pods deleted with the fleet", func(ctx context.Context) (bool, string) {
 		err := k8s.Get(ctx, key, &rayv1.RayCluster{})
 		var pods corev1.PodList
-		if lerr := k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"ray.io/cluster": "sleeper"}); lerr != nil {
+		if lerr := k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{rayutils.RayClusterLabelKey: "sleeper"}); lerr != nil {
 			return false, lerr.Error()
 		}
 		return apierrors.IsNotFound(err) && len(pods.Items) == 0, fmt.Sprintf("RayCluster: %v; %d pods", err, len(pods.Items))

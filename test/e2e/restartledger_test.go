@@ -24,6 +24,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
+
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
@@ -117,6 +119,23 @@ func TestRestartLedgerSurvivesSIGKILL(t *testing.T) {
 			}
 		}
 	}
+	// A record whose handover a kill cut off is handed over by the next process, without a new
+	// record: nothing else deletes workers here, so every recorded worker ends up replaced.
+	ledgerWait(t, 30*time.Second, "every recorded worker handed over to KubeRay", logs, func(ctx context.Context) (bool, string, error) {
+		if !c.Running(operator) {
+			if err := c.RestartPart(ctx, operator); err != nil {
+				return false, "", err
+			}
+		}
+		recorded := sets.New[string]()
+		for _, r := range getFleet(t, key).Status.RecentRestarts {
+			recorded.Insert(r.Worker)
+		}
+		missing := recorded.Difference(sets.New(deletedWorkers()...))
+		return missing.Len() == 0, fmt.Sprintf("recorded, not deleted: %v", sets.List(missing)), nil
+	})
+	// Then, for a while, with every worker crashing, none may be replaced any more (a bound on
+	// "never", which a test cannot wait for).
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if !c.Running(operator) {
 			if err := c.RestartPart(ctx, operator); err != nil {
@@ -148,8 +167,6 @@ func TestRestartLedgerSurvivesSIGKILL(t *testing.T) {
 			t.Errorf("worker %s was replaced but has no restart record: the ledger under-counts (recorded %v)", w, sets.List(recorded))
 		}
 	}
-	// A record whose handover a kill cut off is handed over by the next process, without a new
-	// record: nothing else deletes workers here, so every recorded worker ends up replaced.
 	for _, w := range sets.List(recorded.Difference(sets.New(deleted...))) {
 		t.Errorf("worker %s recorded as replaced but never handed over to KubeRay (deleted: %v)", w, deleted)
 	}
@@ -209,7 +226,7 @@ func ledgerWait(t *testing.T, timeout time.Duration, what, logs string, cond fun
 // proxy's kills land on different replacements, and each replacement crashes in its turn.
 func crashNextWorker(ctx context.Context, key client.ObjectKey) error {
 	var pods corev1.PodList
-	if err := k8s.List(ctx, &pods, client.InNamespace(key.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: key.Name, "ray.io/group": "agents"}); err != nil {
+	if err := k8s.List(ctx, &pods, client.InNamespace(key.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: key.Name, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
 		return fmt.Errorf("listing the workers: %w", err)
 	}
 	var ready []corev1.Pod

@@ -13,6 +13,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
+
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
 	"github.com/agentfleet/agentfleet/test/builder"
@@ -71,7 +73,7 @@ func (a *agents) close() {
 // sync starts an agent for each Ready worker without one.
 func (a *agents) sync(ctx context.Context) {
 	var pods corev1.PodList
-	if err := k8s.List(ctx, &pods, client.InNamespace(a.ns), client.MatchingLabels{v1alpha1.LabelFleet: a.fleet, "ray.io/group": "agents"}); err != nil {
+	if err := k8s.List(ctx, &pods, client.InNamespace(a.ns), client.MatchingLabels{v1alpha1.LabelFleet: a.fleet, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
 		return
 	}
 	a.mu.Lock()
@@ -150,7 +152,7 @@ func (a *agents) set(pod, behaviour string) {
 func agentPods(t *testing.T, ns, fleet string) []corev1.Pod {
 	t.Helper()
 	var pods corev1.PodList
-	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, "ray.io/group": "agents"}); err != nil {
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
 		t.Fatal(err)
 	}
 	return pods.Items

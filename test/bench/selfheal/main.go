@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -154,7 +155,7 @@ func (b *bench) fleet(ctx context.Context, name string, replicas, interval, dead
 
 func (b *bench) readyPods(ctx context.Context, ns, fleet string) []string {
 	var pods corev1.PodList
-	if err := b.k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, "ray.io/group": "agents"}); err != nil {
+	if err := b.k8s.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
 		return nil
 	}
 	var names []string
