@@ -17,9 +17,27 @@ const (
 	TaintKey     = "nvidia.com/gpu"
 )
 
-// HealthLabel is set on a node by AgentFleet's GPU health agent; agent workers require nodes where
-// it is not HealthUnhealthy.
+// HealthLabel is set on a node by AgentFleet's GPU health agent, to one of the Health values; agent
+// workers require nodes where it is not HealthUnhealthy. On a node without the agent, the operator
+// sets it to HealthUnhealthy while the node has a GPU fault condition, and marks the label as its
+// own with HealthSetByAnnotation, so that it removes only labels it set.
 const (
 	HealthLabel     = "agentfleet.dev/gpu-health"
+	HealthHealthy   = "healthy"
+	HealthDegraded  = "degraded"
 	HealthUnhealthy = "unhealthy"
+
+	HealthSetByAnnotation = "agentfleet.dev/gpu-health-set-by"
+	HealthSetByOperator   = "operator"
+)
+
+// Conditions the GPU health agent publishes. NodeConditionGPUHealthy is a node condition, True or
+// False, whose message names the failing GPUs' UUIDs and XID codes; a node that has it runs the
+// agent. PodConditionGPUHealthy is set False on each pod holding a failing GPU, its message naming
+// the node, the GPU's UUID and the XID codes; it is True with ReasonGPUDegraded on a pod holding a
+// degraded GPU. Untyped: they serve as corev1.NodeConditionType and corev1.PodConditionType alike.
+const (
+	NodeConditionGPUHealthy = "GPUHealthy"
+	PodConditionGPUHealthy  = "agentfleet.dev/GPUHealthy"
+	ReasonGPUDegraded       = "GPUDegraded"
 )

@@ -306,8 +306,11 @@ type HeartbeatSpec struct {
 
 // RestartBudget bounds how many workers may be replaced in a sliding window.
 type RestartBudget struct {
+	// MaxRestarts is how many replacements the window allows. At most 50: the window is counted
+	// from status.recentRestarts, which keeps the latest 50 (MaxRecentRestarts), so a larger budget
+	// could never be found spent.
 	// +kubebuilder:validation:Minimum=0
-	// +kubebuilder:validation:Maximum=100000
+	// +kubebuilder:validation:Maximum=50
 	// +kubebuilder:default=10
 	// +optional
 	MaxRestarts *int32 `json:"maxRestarts,omitempty"`
@@ -438,6 +441,14 @@ type AgentFleetStatus struct {
 	// GPUs the fleet requests and those its Running workers hold.
 	// +optional
 	GPUs GPUStatus `json:"gpus,omitempty"`
+
+	// GPUFaults are the agent workers on failing or degraded GPUs, as last observed (at most 32).
+	// Failing ones are replaced within the restart budget; they are listed until they are gone.
+	// +listType=map
+	// +listMapKey=worker
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	GPUFaults []GPUFault `json:"gpuFaults,omitempty"`
 }
 
 // Phase summarises a fleet's conditions.
@@ -508,6 +519,25 @@ type GPUStatus struct {
 	Allocated int32 `json:"allocated,omitempty"`
 	// +optional
 	Product string `json:"product,omitempty"`
+}
+
+// GPUFault is an agent worker on a failing or degraded GPU.
+type GPUFault struct {
+	// Worker is the worker's pod.
+	Worker string `json:"worker"`
+	// Node is the node it runs on.
+	// +optional
+	Node string `json:"node,omitempty"`
+	// Reason is the reason of the pod condition agentfleet.dev/GPUHealthy that the GPU health agent
+	// set on the worker (GPUUnhealthy when False, GPUDegraded), or NodeGPUFault for a GPU fault of
+	// its node that no pod condition attributes (a fault condition, or the unhealthy label, of a
+	// node without the agent).
+	Reason string `json:"reason"`
+	// Message is the evidence: the pod condition's message (the GPU's UUID and the XID codes), or
+	// the node's conditions or label.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // AgentFleetList is a list of AgentFleets.

@@ -22,13 +22,25 @@ import (
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/fleet"
+	"github.com/agentfleet/agentfleet/controllers/gpunode"
+	"github.com/agentfleet/agentfleet/gpu"
 )
+
+// slimNode drops from a cached Node what the operator never reads and what makes nodes large: the
+// images they hold, their managed fields.
+func slimNode(o any) (any, error) {
+	if n, ok := o.(*corev1.Node); ok {
+		n.ManagedFields = nil
+		n.Status.Images = nil
+	}
+	return o, nil
+}
 
 func main() {
 	var (
-		metricsAddr, probeAddr, workerServiceAccount string
-		leaderElect                                  bool
-		jobHistory, concurrency                      int
+		metricsAddr, probeAddr, workerServiceAccount, gpuFaultConditions string
+		leaderElect, labelFaultyGPUNodes                                 bool
+		jobHistory, concurrency                                          int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probes bind to")
@@ -36,11 +48,20 @@ func main() {
 	flag.StringVar(&workerServiceAccount, "worker-service-account", "", "ServiceAccount the agent workers run as (empty: the namespace's default)")
 	flag.IntVar(&jobHistory, "job-history-limit", 3, "finished RayJobs kept per job")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "fleets reconciled at once")
+	flag.StringVar(&gpuFaultConditions, "gpu-fault-conditions", gpunode.DefaultFaultConditions,
+		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
+	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
+		"label GPU nodes without the GPU health agent "+gpu.HealthLabel+"="+gpu.HealthUnhealthy+" while they have a GPU fault condition, so that new agent workers avoid them")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse() // --kubeconfig is registered by controller-runtime
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	faultConditions, err := gpunode.ParseFaultConditions(gpuFaultConditions)
+	if err != nil {
+		log.Error(err, "Reading --gpu-fault-conditions")
+		os.Exit(1)
+	}
 
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, rayv1.AddToScheme, v1alpha1.AddToScheme} {
@@ -65,6 +86,8 @@ func main() {
 			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods)},
 			// Only heartbeat Leases, never the cluster's node Leases.
 			&coordinationv1.Lease{}: {Label: labels.NewSelector().Add(*fleetPods)},
+			// Every node, for its GPU health, without what is large and never read.
+			&corev1.Node{}: {Transform: slimNode},
 		}},
 	})
 	if err != nil {
@@ -76,8 +99,15 @@ func main() {
 	r.Specs.WorkerServiceAccount = workerServiceAccount
 	r.JobHistoryLimit = jobHistory
 	r.MaxConcurrentReconciles = concurrency
+	r.GPUFaultConditions = faultConditions
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Setting up the AgentFleet controller")
+		os.Exit(1)
+	}
+	nodes := gpunode.NewReconciler(mgr.GetClient())
+	nodes.FaultConditions, nodes.LabelFaultyNodes = faultConditions, labelFaultyGPUNodes
+	if err := nodes.SetupWithManager(mgr); err != nil {
+		log.Error(err, "Setting up the GPU node controller")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

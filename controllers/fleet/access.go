@@ -67,10 +67,10 @@ func (r *Reconciler) ensure(ctx context.Context, f *v1alpha1.AgentFleet, obj cli
 	return nil
 }
 
-// removeHeartbeatAccess deletes the RoleBinding, the Role and the ServiceAccount the fleet made for
-// its heartbeats. The ServiceAccount goes too: workers without a heartbeat contract run as the
-// operator's WorkerServiceAccount (rayspecs.Options), and the tokens of workers not yet rolled off
-// it should not outlive the contract.
+// removeHeartbeatAccess deletes the RoleBinding and the Role the fleet made for its heartbeats. The
+// ServiceAccount stays while workers still run as it: they are rolled off it a batch at a time, and
+// deleting it would invalidate the tokens of those not yet rolled (removeHeartbeatServiceAccount
+// deletes it once none does).
 //
 // The ServiceAccount is made first and deleted last, so that without one there is nothing to delete:
 // a fleet that never had heartbeats costs one read of the cache of ServiceAccounts, which the
@@ -89,12 +89,28 @@ func (r *Reconciler) removeHeartbeatAccess(ctx context.Context, f *v1alpha1.Agen
 	for _, o := range []struct {
 		kind string
 		obj  client.Object
-	}{{"RoleBinding", binding}, {"Role", role}, {"ServiceAccount", sa}} {
+	}{{"RoleBinding", binding}, {"Role", role}} {
 		if err := r.deleteControlled(ctx, f, o.kind, o.obj); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// removeHeartbeatServiceAccount deletes the workers' heartbeat ServiceAccount of a fleet without
+// heartbeats once no worker pod runs as it any more.
+func (r *Reconciler) removeHeartbeatServiceAccount(ctx context.Context, s *scope) error {
+	f := s.fleet
+	if f.Spec.Health.Heartbeat != nil || s.cluster == nil {
+		return nil
+	}
+	name := rayspecs.HeartbeatServiceAccount(f)
+	for i := range s.pods {
+		if s.pods[i].Spec.ServiceAccountName == name {
+			return nil // workers not yet rolled off it still use its tokens
+		}
+	}
+	return r.deleteControlled(ctx, f, "ServiceAccount", &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: f.Namespace}})
 }
 
 // deleteControlled deletes an object if the fleet controls it: one of the same name that someone

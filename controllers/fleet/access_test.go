@@ -47,19 +47,44 @@ func TestHeartbeatAccessComesAndGoesWithTheContract(t *testing.T) {
 		t.Errorf("workers run as %q, want hb-agent", got)
 	}
 
+	// A worker still runs as the ServiceAccount when heartbeats are turned off (it is rolled later).
+	old := e.workers(e.rayCluster("hb"), 1, "0ldhash0000000", true)[0]
+	pod := &corev1.Pod{}
+	if err := k8s.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: old}, pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(e.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: old, Namespace: e.ns, Labels: pod.Labels},
+		Spec: corev1.PodSpec{ServiceAccountName: "hb-agent", Containers: pod.Spec.Containers}}
+	e.apply(pod)
+
 	f := e.get("hb")
 	f.Spec.Health.Heartbeat = nil
 	if err := k8s.Update(e.ctx, f); err != nil {
 		t.Fatal(err)
 	}
 	e.reconcile("hb")
-	for _, obj := range []client.Object{&rbacv1.RoleBinding{}, &rbacv1.Role{}, &corev1.ServiceAccount{}} {
+	for _, obj := range []client.Object{&rbacv1.RoleBinding{}, &rbacv1.Role{}} {
 		if err := k8s.Get(e.ctx, key, obj); !apierrors.IsNotFound(err) {
 			t.Errorf("%T %s after heartbeats were turned off: err = %v, want NotFound", obj, key, err)
 		}
 	}
 	if got := workerServiceAccount(e, "hb"); got != "" {
 		t.Errorf("workers run as %q after heartbeats were turned off, want the default", got)
+	}
+	if err := k8s.Get(e.ctx, key, &corev1.ServiceAccount{}); err != nil {
+		t.Errorf("ServiceAccount %s deleted while worker %s still runs as it (its token would stop working): %v", key, old, err)
+	}
+
+	// Once no worker runs as it, it goes too.
+	if err := k8s.Delete(e.ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile("hb")
+	if err := k8s.Get(e.ctx, key, &corev1.ServiceAccount{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ServiceAccount %s after its last worker went: err = %v, want NotFound", key, err)
 	}
 }
 

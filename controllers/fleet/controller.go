@@ -21,6 +21,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
@@ -38,6 +39,8 @@ type Reconciler struct {
 	JobHistoryLimit int
 	// MaxConcurrentReconciles: fleets are independent, so several are reconciled at once.
 	MaxConcurrentReconciles int
+	// GPUFaultConditions are the node conditions that mean a GPU fault (gpunode).
+	GPUFaultConditions []gpunode.FaultCondition
 
 	deps      *dependencyWatches
 	deletions *deletions
@@ -66,6 +69,8 @@ type scope struct {
 	replaced        []supervisor.Replacement
 	inflight        []string
 	budgetExhausted string
+	// gpuNodes is what the nodes of the GPU workers say about their GPUs.
+	gpuNodes nodeGPUs
 
 	requeueAfter time.Duration
 }
@@ -115,7 +120,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var err error
 	for _, p := range []phase{
 		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy, r.reconcileRayCluster,
-		r.observeWorkers, r.reconcileRollout, r.reconcileHealth, r.reconcileHandover, r.reconcileJobs,
+		// The supervisor decides before the rollout, so that the rollout's budget counts this pass's
+		// replacements as unavailable.
+		r.observeWorkers, r.reconcileHealth, r.reconcileRollout, r.reconcileHandover,
+		r.reconcileLeases, r.removeHeartbeatServiceAccount, r.reconcileJobs,
 	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {
 			break
@@ -149,7 +157,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr error) error {
 	o := statusObservation{
 		Now: s.now, Fleet: s.fleet, Cluster: s.cluster, Pods: s.pods, Jobs: s.jobs,
-		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr,
+		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr, GPUNodes: s.gpuNodes,
 	}
 	if s.desired != nil {
 		o.PromptHash = s.desired.Spec.WorkerGroupSpecs[0].Template.Annotations[v1alpha1.AnnotationPromptHash]

@@ -289,16 +289,6 @@ func (w *dependencyWatches) missingVerbs(ctx context.Context, gr schema.GroupRes
 // fleetsDependingOn maps an object of kind gvk to the fleets in its namespace that depend on it.
 func (w *dependencyWatches) fleetsDependingOn(gvk schema.GroupVersionKind) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		var fleets v1alpha1.AgentFleetList
-		if err := w.client.List(ctx, &fleets, client.InNamespace(o.GetNamespace()),
-			client.MatchingFields{dependencyIndex: dependencyKey(gvk.Group, gvk.Kind, o.GetName())}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing the fleets that depend on an object")
-			return nil
-		}
-		reqs := make([]reconcile.Request, 0, len(fleets.Items))
-		for _, f := range fleets.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&f)})
-		}
-		return reqs
+		return listFleets(ctx, w.client, o.GetNamespace(), client.MatchingFields{dependencyIndex: dependencyKey(gvk.Group, gvk.Kind, o.GetName())})
 	}
 }

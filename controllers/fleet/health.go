@@ -2,11 +2,14 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2"
@@ -14,10 +17,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
-// reconcileHealth replaces crashed, stalled and looping agent workers, as the supervisor decides.
+// reconcileHealth replaces crashed, stalled and looping agent workers and those on a failing GPU,
+// as the supervisor decides. A failing GPU is read from the worker pod's condition
+// agentfleet.dev/GPUHealthy=False (the GPU health agent's) or, for workers that request GPUs, from
+// their node (gpunode.WorkerFault: a fault condition or the unhealthy label of a node without the
+// agent). Replacements land on other nodes: rayspecs gives workers a required node affinity away from
+// agentfleet.dev/gpu-health=unhealthy.
 //
 // The restart ledger: a replacement is written to status.recentRestarts (and status.restarts) before
 // the worker is handed to KubeRay, in a status write with an optimistic lock. If that write fails,
@@ -32,6 +41,11 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	if rc == nil || f.Spec.Suspend {
 		return nil
 	}
+	nodes, err := r.observeGPUNodes(ctx, s.pods)
+	if err != nil {
+		return err
+	}
+	s.gpuNodes = nodes
 	recorded := recordedWorkers(f.Status.RecentRestarts)
 	var workers []corev1.Pod
 	for _, p := range s.pods {
@@ -56,6 +70,7 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	d := supervisor.Decide(supervisor.Observation{
 		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat,
 		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts, Replicas: int(f.WorkerReplicas()),
+		FaultyNodes: nodes.faulty,
 	})
 	s.requeue(d.RecheckAfter)
 	if d.BudgetExhausted && len(d.Held) > 0 {
@@ -69,16 +84,90 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 		return err
 	}
 	s.replaced = d.Replace
+	// Every recorded replacement gets its Event and its count, whatever happens to the Leases.
 	for _, rep := range d.Replace {
 		restartsTotal.WithLabelValues(f.Namespace, f.Name, rep.Reason).Inc()
 		r.event(f, corev1.EventTypeWarning, EventWorkerReplaced, "Replacing agent worker %s: %s (%s)", rep.Worker, rep.Reason, rep.Evidence)
-		if lease, ok := leases[rep.Worker]; ok {
-			if err := r.Delete(ctx, lease); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("deleting the heartbeat Lease %s: %w", klog.KObj(lease), err)
-			}
-		}
 	}
 	return nil
+}
+
+// reconcileLeases deletes the heartbeat Leases of replaced workers and of workers that are gone
+// (rolled, scaled down, deleted by KubeRay), best effort: a Lease left behind is deleted by a later
+// reconcile, and errors are joined, never stopping the others. A Lease of a worker the cache does
+// not show yet is kept until it is stale (older than the progress deadline), so that a Lease
+// written by a new worker is never taken for a gone one's.
+func (r *Reconciler) reconcileLeases(ctx context.Context, s *scope) error {
+	f := s.fleet
+	if s.cluster == nil || f.Spec.Health.Heartbeat == nil {
+		return nil
+	}
+	var list coordinationv1.LeaseList
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+		return fmt.Errorf("listing heartbeat Leases: %w", err)
+	}
+	existing := sets.New[string]()
+	for _, p := range s.pods {
+		existing.Insert(p.Name)
+	}
+	replaced := sets.New[string]()
+	for _, rep := range s.replaced {
+		replaced.Insert(rep.Worker)
+	}
+	deadline := time.Duration(f.Spec.Health.Heartbeat.ProgressDeadlineSeconds) * time.Second
+	var errs []error
+	for i := range list.Items {
+		l := &list.Items[i]
+		if !replaced.Has(l.Name) && (existing.Has(l.Name) || !leaseStale(l, s.now, deadline)) {
+			continue
+		}
+		if err := r.Delete(ctx, l, client.Preconditions{UID: ptr.To(l.UID)}); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("deleting the heartbeat Lease %s: %w", klog.KObj(l), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// leaseStale says whether a Lease was last renewed longer than deadline ago.
+func leaseStale(l *coordinationv1.Lease, now time.Time, deadline time.Duration) bool {
+	renewed := l.CreationTimestamp.Time
+	if l.Spec.RenewTime != nil {
+		renewed = l.Spec.RenewTime.Time
+	}
+	return now.Sub(renewed) >= deadline
+}
+
+// nodeGPUs is what the nodes of a fleet's GPU workers say about their GPUs.
+type nodeGPUs struct {
+	// faulty are the nodes with a GPU fault no pod condition attributes (gpunode.WorkerFault), by
+	// name, with the evidence.
+	faulty map[string]string
+}
+
+// observeGPUNodes reads the nodes of the worker pods that request GPUs, each once, from the cache
+// (Nodes are watched): as many reads as the fleet has GPU nodes. A node that is gone says nothing.
+func (r *Reconciler) observeGPUNodes(ctx context.Context, pods []corev1.Pod) (nodeGPUs, error) {
+	g := nodeGPUs{faulty: map[string]string{}}
+	seen := sets.New[string]()
+	for i := range pods {
+		p := &pods[i]
+		name := p.Spec.NodeName
+		if name == "" || seen.Has(name) || !p.DeletionTimestamp.IsZero() || !supervisor.RequestsGPU(p) {
+			continue
+		}
+		seen.Insert(name)
+		var n corev1.Node
+		if err := r.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return g, fmt.Errorf("reading node %s of agent worker %s: %w", name, klog.KObj(p), err)
+		}
+		if evidence := gpunode.WorkerFault(&n, r.GPUFaultConditions); evidence != "" {
+			g.faulty[name] = evidence
+		}
+	}
+	return g, nil
 }
 
 // recordRestarts writes the replacements to the fleet's status before they are acted on, with an
@@ -124,7 +213,7 @@ func appendRestarts(counts v1alpha1.RestartCounts, recent, records []v1alpha1.Re
 }
 
 // maxRecentRestarts bounds status.recentRestarts (the CRD's maxItems).
-const maxRecentRestarts = 50
+const maxRecentRestarts = v1alpha1.MaxRecentRestarts
 
 func recordedWorkers(recent []v1alpha1.RestartRecord) sets.Set[string] {
 	names := sets.New[string]()

@@ -52,9 +52,15 @@ func (r *Reconciler) reconcileRollout(_ context.Context, s *scope) error {
 	if s.cluster == nil || s.fleet.Spec.Suspend {
 		return nil
 	}
+	// Workers the supervisor replaces in this pass, or whose recorded replacement is handed over
+	// again, are as good as gone: unavailable, and not the rollout's to hand over.
+	pending := s.pending.Clone().Insert(s.inflight...)
+	for _, rep := range s.replaced {
+		pending.Insert(rep.Worker)
+	}
 	plan, err := planRollout(rolloutObservation{
 		Pods: s.pods, Revision: rayspecs.WorkerHash(s.cluster), Replicas: s.fleet.WorkerReplicas(),
-		MaxUnavailable: s.fleet.Spec.Rollout.MaxUnavailable, Pending: s.pending,
+		MaxUnavailable: s.fleet.Spec.Rollout.MaxUnavailable, Pending: pending,
 	})
 	if err != nil {
 		return err

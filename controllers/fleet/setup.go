@@ -8,23 +8,30 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/gpunode"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
 // +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=ray.io,resources=rayclusters;rayjobs,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods;configmaps;secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
@@ -34,14 +41,26 @@ import (
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
 
 // NewReconciler returns a Reconciler with the defaults of an operator: the real clock, a history of
-// three finished RayJobs per job.
+// three finished RayJobs per job, the default GPU fault conditions.
 func NewReconciler(c client.Client, apiReader client.Reader) *Reconciler {
-	return &Reconciler{Client: c, APIReader: apiReader, Clock: clock.RealClock{}, JobHistoryLimit: 3, deletions: newDeletions()}
+	return &Reconciler{Client: c, APIReader: apiReader, Clock: clock.RealClock{}, JobHistoryLimit: 3, deletions: newDeletions(),
+		GPUFaultConditions: gpunode.DefaultFaultConditionList()}
+}
+
+// podNodeIndex indexes the cached (agent) pods by their node.
+const podNodeIndex = "spec.nodeName"
+
+func indexPodNode(o client.Object) []string {
+	if name := o.(*corev1.Pod).Spec.NodeName; name != "" {
+		return []string{name}
+	}
+	return nil
 }
 
 // SetupWithManager registers the controller: it owns RayClusters and RayJobs, and is woken by the
 // worker pods, the prompt ConfigMaps and Secrets (their metadata only: their contents are not
-// cached) and, once seen, the kinds fleets depend on.
+// cached), the GPU health of the nodes its GPU workers run on and, once seen, the kinds fleets
+// depend on.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	if r.Recorder == nil {
 		r.Recorder = mgr.GetEventRecorderFor("agentfleet-controller")
@@ -55,6 +74,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 			return fmt.Errorf("indexing fleets by %s: %w", name, err)
 		}
 	}
+	if err := indexer.IndexField(ctx, &corev1.Pod{}, podNodeIndex, indexPodNode); err != nil {
+		return fmt.Errorf("indexing pods by %s: %w", podNodeIndex, err)
+	}
 	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.AgentFleet{}).
 		Owns(&rayv1.RayCluster{}).
@@ -62,8 +84,10 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Owns(&corev1.ServiceAccount{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToFleet)).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToFleets), builder.WithPredicates(r.nodeGPUHealthChanged())).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(promptIndex))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(secretIndex))).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.fleetsInNamespace), builder.WithPredicates(gpuPolicyChanged())).
 		Named("agentfleet").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Build(r)
@@ -111,18 +135,82 @@ func atLeast(value string, limit int32) bool {
 	return err == nil && limit > 0 && n >= int(limit)
 }
 
+// nodeGPUHealthChanged lets through only the node events that change what the fleets read of a
+// node (gpunode.WorkerFault): nodes write their status every few seconds.
+func (r *Reconciler) nodeGPUHealthChanged() predicate.Funcs {
+	state := func(o client.Object) string {
+		n, ok := o.(*corev1.Node)
+		if !ok {
+			return ""
+		}
+		return gpunode.WorkerFault(n, r.GPUFaultConditions)
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return state(e.Object) != "" },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return state(e.ObjectOld) != state(e.ObjectNew) },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false }, // its pods go, and wake their fleets
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// nodeToFleets maps a node to the fleets with GPU workers on it, through the index of the cached
+// pods by node: as many pods as the node runs.
+func (r *Reconciler) nodeToFleets(ctx context.Context, o client.Object) []reconcile.Request {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.MatchingFields{podNodeIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the pods on a node", "Node", o.GetName())
+		return nil
+	}
+	seen := sets.New[client.ObjectKey]()
+	var reqs []reconcile.Request
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		for _, req := range podToFleet(ctx, p) {
+			if supervisor.RequestsGPU(p) && !seen.Has(req.NamespacedName) {
+				seen.Insert(req.NamespacedName)
+				reqs = append(reqs, req)
+			}
+		}
+	}
+	return reqs
+}
+
 // fleetsReferencing maps an object to the fleets in its namespace whose index holds its name.
 func (r *Reconciler) fleetsReferencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		var fleets v1alpha1.AgentFleetList
-		if err := r.List(ctx, &fleets, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing the fleets that reference an object", "index", index)
-			return nil
-		}
-		reqs := make([]reconcile.Request, 0, len(fleets.Items))
-		for _, f := range fleets.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&f)})
-		}
-		return reqs
+		return listFleets(ctx, r, o.GetNamespace(), client.MatchingFields{index: o.GetName()})
+	}
+}
+
+// fleetsInNamespace maps a Namespace to the fleets in it.
+func (r *Reconciler) fleetsInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	return listFleets(ctx, r, o.GetName())
+}
+
+// listFleets lists the cached fleets of a namespace that match opts, as requests: what every mapper
+// from another object to its fleets comes down to.
+func listFleets(ctx context.Context, c client.Reader, namespace string, opts ...client.ListOption) []reconcile.Request {
+	var fleets v1alpha1.AgentFleetList
+	if err := c.List(ctx, &fleets, append([]client.ListOption{client.InNamespace(namespace)}, opts...)...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing the fleets an object maps to", "namespace", namespace)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(fleets.Items))
+	for i := range fleets.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&fleets.Items[i])})
+	}
+	return reqs
+}
+
+// gpuPolicyChanged passes the Namespace events that can change a fleet's GPU policy.
+func gpuPolicyChanged() predicate.Funcs {
+	policy := func(o client.Object) string {
+		return o.GetLabels()[v1alpha1.LabelGPUAllowed] + "/" + o.GetAnnotations()[v1alpha1.AnnotationMaxGPUs]
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false }, // a new namespace has no fleets yet
+		UpdateFunc:  func(e event.UpdateEvent) bool { return policy(e.ObjectOld) != policy(e.ObjectNew) },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }

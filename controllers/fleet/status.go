@@ -3,6 +3,7 @@ package fleet
 import (
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -11,6 +12,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/gpu"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
@@ -34,6 +36,9 @@ type statusObservation struct {
 	Blocked *blocker
 	// BudgetExhausted says why unhealthy workers were not replaced ("" if none were held).
 	BudgetExhausted string
+	// GPUNodes is what the nodes of the GPU workers say about their GPUs (empty when the health
+	// phase did not run: then only the pods' own GPU conditions are reported).
+	GPUNodes nodeGPUs
 	// Err is a transient error of this reconcile.
 	Err error
 }
@@ -75,6 +80,7 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	c := countWorkers(&o)
 
 	st.GPUs = gpuStatus(f, o.Pods)
+	st.GPUFaults = gpuFaults(o.Pods, o.GPUNodes)
 	if o.Jobs != nil || len(f.Spec.Jobs) == 0 {
 		st.Jobs = o.Jobs
 	}
@@ -143,6 +149,55 @@ func gpuStatus(f *v1alpha1.AgentFleet, pods []corev1.Pod) v1alpha1.GPUStatus {
 	return g
 }
 
+// maxGPUFaults bounds status.gpuFaults (the CRD's maxItems).
+const maxGPUFaults = 32
+
+// gpuFaults lists the workers on failing GPUs (supervisor.GPUFault: their pod's condition, or their
+// node's fault) and on degraded GPUs (their pod's condition True with reason GPUDegraded: the GPU
+// health agent's), in the order of the pods, at most maxGPUFaults.
+func gpuFaults(pods []corev1.Pod, nodes nodeGPUs) []v1alpha1.GPUFault {
+	var faults []v1alpha1.GPUFault
+	for i := range pods {
+		p := &pods[i]
+		if len(faults) == maxGPUFaults {
+			break
+		}
+		if !p.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if f, ok := supervisor.GPUFault(p, nodes.faulty); ok {
+			faults = append(faults, v1alpha1.GPUFault{Worker: p.Name, Node: f.Node, Reason: f.Reason, Message: f.Message})
+		} else if c := gpuDegraded(p); c != nil {
+			faults = append(faults, v1alpha1.GPUFault{Worker: p.Name, Node: p.Spec.NodeName, Reason: c.Reason, Message: truncate(c.Message, maxGPUFaultMessage)})
+		}
+	}
+	return faults
+}
+
+// gpuDegraded returns the GPU health agent's condition on a pod holding a degraded GPU, or nil.
+func gpuDegraded(p *corev1.Pod) *corev1.PodCondition {
+	for i := range p.Status.Conditions {
+		c := &p.Status.Conditions[i]
+		if c.Type == gpu.PodConditionGPUHealthy && c.Status == corev1.ConditionTrue && c.Reason == gpu.ReasonGPUDegraded {
+			return c
+		}
+	}
+	return nil
+}
+
+// maxGPUFaultMessage bounds a GPUFault's message (the CRD's maxLength is 1024).
+const maxGPUFaultMessage = 512
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // fleetState is what a fleet is doing, one of these, with the reason and message every condition
 // then reports.
 type fleetState int
@@ -192,7 +247,12 @@ func assess(o *statusObservation, c workerCounts) assessment {
 	case c.ready < c.replicas || c.observed != c.replicas:
 		return assessment{state: stateProgressing, reason: v1alpha1.ReasonScaling, message: fmt.Sprintf("%d of %d agent workers ready", c.ready, c.replicas)}
 	case !headReady(rc):
-		return assessment{state: stateProgressing, reason: v1alpha1.ReasonHeadNotReady, message: "waiting for the Ray head to be ready"}
+		msg := "waiting for the Ray head to be ready"
+		//nolint:staticcheck // State is read only to tell a KubeRay without status conditions from one not done yet
+		if meta.FindStatusCondition(rc.Status.Conditions, string(rayv1.HeadPodReady)) == nil && rc.Status.State != "" {
+			msg += " (KubeRay reports a state but no HeadPodReady condition: turn its RayClusterStatusConditions feature gate on)"
+		}
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonHeadNotReady, message: msg}
 	}
 	return assessment{state: stateReady, reason: v1alpha1.ReasonReady,
 		message: fmt.Sprintf("%d of %d agent workers ready on revision %s", c.ready, c.replicas, c.revision)}

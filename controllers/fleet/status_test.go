@@ -121,6 +121,15 @@ func TestAssess(t *testing.T) {
 			o:    statusObservation{Fleet: testFleet(2), Cluster: testCluster(rev), Pods: workers(0, 2, rev, true)},
 			want: assessment{state: stateProgressing, reason: v1alpha1.ReasonHeadNotReady, message: "waiting for the Ray head to be ready"},
 		},
+		"KubeRay without status conditions: not ready, and says which feature gate": {
+			o: func() statusObservation {
+				rc := testCluster(rev)
+				rc.Status.State = rayv1.Ready //nolint:staticcheck // what a KubeRay without status conditions writes
+				return statusObservation{Fleet: testFleet(2), Cluster: rc, Pods: workers(0, 2, rev, true)}
+			}(),
+			want: assessment{state: stateProgressing, reason: v1alpha1.ReasonHeadNotReady,
+				message: "waiting for the Ray head to be ready (KubeRay reports a state but no HeadPodReady condition: turn its RayClusterStatusConditions feature gate on)"},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got := assess(&tc.o, countWorkers(&tc.o))
@@ -322,6 +331,34 @@ func TestComputeStatus(t *testing.T) {
 				},
 			},
 		},
+		"workers on failing and degraded GPUs are listed, with the evidence": {
+			o: func() statusObservation {
+				o := ready(testFleet(2))
+				o.Pods[0].Spec.NodeName = "gpu-a"
+				o.Pods[0].Status.Conditions = append(o.Pods[0].Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy,
+					Status: corev1.ConditionFalse, Reason: "XidCriticalError", Message: "GPU-5d1c (index 2): XID 79"})
+				o.Pods[1].Spec.NodeName = "gpu-b"
+				o.Pods[1].Status.Conditions = append(o.Pods[1].Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy,
+					Status: corev1.ConditionTrue, Reason: gpu.ReasonGPUDegraded, Message: "GPU-77aa (index 0): thermal throttling"})
+				return o
+			},
+			want: v1alpha1.AgentFleetStatus{
+				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+				Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2",
+				RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
+				PromptHash: "p1", ModelVersion: "m-7", Revision: "r1",
+				GPUs: v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				GPUFaults: []v1alpha1.GPUFault{
+					{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "GPU-5d1c (index 2): XID 79"},
+					{Worker: "w-01", Node: "gpu-b", Reason: gpu.ReasonGPUDegraded, Message: "GPU-77aa (index 0): thermal throttling"},
+				},
+				Conditions: []metav1.Condition{
+					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "2 of 2 agent workers ready on revision r1"), metav1.NewTime(now)),
+					at(cond(v1alpha1.ConditionProgressing, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "2 of 2 agent workers ready on revision r1"), metav1.NewTime(now)),
+					at(cond(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, ""), metav1.NewTime(now)),
+				},
+			},
+		},
 		"a transient error keeps observedGeneration and says Reconciling": {
 			o: func() statusObservation {
 				f := testFleet(2)
@@ -418,5 +455,68 @@ func TestDeletionsAreForgotten(t *testing.T) {
 	d.forget(b)
 	if n := d.len(); n != 0 {
 		t.Errorf("%d fleets still have expectations after they were forgotten or their cluster changed", n)
+	}
+}
+
+func TestGPUFaults(t *testing.T) {
+	on := func(p corev1.Pod, node string, mutate ...func(*corev1.Pod)) corev1.Pod {
+		p.Spec.NodeName = node
+		for _, m := range mutate {
+			m(&p)
+		}
+		return p
+	}
+	gpuCond := func(status corev1.ConditionStatus, reason, msg string) func(*corev1.Pod) {
+		return func(p *corev1.Pod) {
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy, Status: status, Reason: reason, Message: msg})
+		}
+	}
+	failing := gpuCond(corev1.ConditionFalse, "UncorrectableECC", "GPU-1: 2 uncorrectable ECC errors")
+	degraded := gpuCond(corev1.ConditionTrue, gpu.ReasonGPUDegraded, "GPU-2: thermal throttling")
+	recovered := gpuCond(corev1.ConditionTrue, "GPUsHealthy", "")
+	deleting := func(p *corev1.Pod) { p.DeletionTimestamp = ptr.To(metav1.NewTime(now)) }
+	nodes := nodeGPUs{faulty: map[string]string{"gpu-a": "XidCriticalError=True (XID 79)"}}
+	var many []corev1.Pod
+	for i := range 40 {
+		many = append(many, on(gpuWorker(fmt.Sprintf("w-%02d", i), 1, corev1.PodRunning), "gpu-a"))
+	}
+	for name, tc := range map[string]struct {
+		pods  []corev1.Pod
+		nodes nodeGPUs
+		want  []v1alpha1.GPUFault
+	}{
+		"healthy": {pods: []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-c")}, nodes: nodes},
+		"the pod's condition, without node observations (the health phase did not run)": {
+			pods: []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-c", failing)},
+			want: []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-c", Reason: "UncorrectableECC", Message: "GPU-1: 2 uncorrectable ECC errors"}},
+		},
+		"a faulty node: its GPU workers; CPU workers are not on a GPU": {
+			pods:  []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-a"), on(worker("cpu", "r1", true), "gpu-a")},
+			nodes: nodes,
+			want:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: supervisor.NodeGPUFault, Message: "XidCriticalError=True (XID 79)"}},
+		},
+		"a degraded GPU: the worker holding it, not the others on its node": {
+			pods:  []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-b", degraded), on(gpuWorker("w-01", 1, corev1.PodRunning), "gpu-b")},
+			nodes: nodes,
+			want:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-b", Reason: gpu.ReasonGPUDegraded, Message: "GPU-2: thermal throttling"}},
+		},
+		"recovered GPUs: not listed": {
+			pods: []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-b", recovered)},
+		},
+		"a degraded GPU on a faulty node is failing": {
+			pods:  []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-a", degraded)},
+			nodes: nodes,
+			want:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: supervisor.NodeGPUFault, Message: "XidCriticalError=True (XID 79)"}},
+		},
+		"a worker being deleted is gone": {pods: []corev1.Pod{on(gpuWorker("w-00", 1, corev1.PodRunning), "gpu-a", deleting, failing)}, nodes: nodes},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, gpuFaults(tc.pods, tc.nodes)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	if got := gpuFaults(many, nodes); len(got) != maxGPUFaults || got[maxGPUFaults-1].Worker != "w-31" {
+		t.Errorf("%d faults listed, the last %+v; want the first %d (w-00 to w-31)", len(got), got[len(got)-1], maxGPUFaults)
 	}
 }

@@ -1,4 +1,5 @@
 // Package supervisor decides which agent workers to replace: crashed ones (from pod status alone),
+// those on a failing GPU (from the GPU health agent's pod condition, or a GPU fault of their node),
 // and, under the heartbeat contract, stalled and looping ones, which Kubernetes and KubeRay see as
 // Running. It is a pure function of what was observed and the time, within a restart budget.
 package supervisor
@@ -9,12 +10,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/gpu"
 )
 
 // Reasons a worker is replaced.
@@ -54,6 +57,11 @@ type Observation struct {
 	Replicas int
 	// PendingDeadline; zero means DefaultPendingDeadline.
 	PendingDeadline time.Duration
+	// FaultyNodes are the nodes with a GPU fault that no pod condition attributes to a GPU (a
+	// foreign fault condition, or the unhealthy label, on a node without the GPU health agent), by
+	// name, with the evidence: the workers there that request GPUs are replaced. The workers' own
+	// GPU faults are read from their pods' conditions.
+	FaultyNodes map[string]string
 }
 
 // Replacement is a worker to replace and why.
@@ -90,6 +98,11 @@ func Decide(o Observation) Decision {
 	var unhealthy []Replacement
 	for i := range o.Workers {
 		p := &o.Workers[i]
+		// A failing GPU first: a worker on one often crashes too, and the GPU is the cause.
+		if f, ok := GPUFault(p, o.FaultyNodes); ok {
+			unhealthy = append(unhealthy, Replacement{Worker: p.Name, Reason: GPUUnhealthy, Evidence: f.Evidence()})
+			continue
+		}
 		if r, ok := crashed(p, o.Now, pendingDeadline, recheck); ok {
 			unhealthy = append(unhealthy, r)
 			continue
@@ -110,6 +123,9 @@ func Decide(o Observation) Decision {
 	if o.Budget.MaxRestarts != nil {
 		maxRestarts = int(*o.Budget.MaxRestarts)
 	}
+	// The window is counted from the records kept, at most MaxRecentRestarts: a larger budget (the
+	// CRD refuses one; an object stored before that rule may have one) could never be found spent.
+	maxRestarts = min(maxRestarts, v1alpha1.MaxRecentRestarts)
 	var inWindow []time.Time
 	for _, r := range o.Recent {
 		if o.Now.Sub(r.Time.Time) < window {
@@ -145,6 +161,81 @@ func Decide(o Observation) Decision {
 	n := min(allowed, len(unhealthy))
 	d.Replace, d.Held = unhealthy[:n], unhealthy[n:]
 	return d
+}
+
+// Reasons of a GPUFault that are not the GPU health agent's.
+const (
+	// NodeGPUFault: the worker's node has a GPU fault no pod condition attributes to a GPU.
+	NodeGPUFault = "NodeGPUFault"
+)
+
+// maxGPUFaultMessage bounds the message taken from a pod condition or a node's evidence: it goes
+// into events and the fleet's status.
+const maxGPUFaultMessage = 512
+
+// GPUFaultInfo is a fault of the GPU a worker holds, as observed.
+type GPUFaultInfo struct {
+	// Node is the worker's node.
+	Node string
+	// Reason is the reason of the pod condition the GPU health agent set, or NodeGPUFault.
+	Reason string
+	// Message is the pod condition's message (the agent names the GPU's UUID and the XID codes), or
+	// the evidence of the node's fault.
+	Message string
+}
+
+// Evidence is the fault in one line: the node, the reason where it says more than GPUUnhealthy,
+// the message.
+func (f GPUFaultInfo) Evidence() string {
+	switch f.Reason {
+	case NodeGPUFault:
+		return fmt.Sprintf("node %s has a GPU fault: %s", f.Node, f.Message)
+	case GPUUnhealthy:
+		return fmt.Sprintf("node %s: %s", f.Node, f.Message)
+	}
+	return fmt.Sprintf("node %s, %s: %s", f.Node, f.Reason, f.Message)
+}
+
+// GPUFault reads whether a worker's GPU failed: its pod has the condition
+// agentfleet.dev/GPUHealthy=False (the GPU health agent's, for the pods holding a failing GPU), or it
+// requests GPUs and its node is among faultyNodes (node name to evidence).
+func GPUFault(p *corev1.Pod, faultyNodes map[string]string) (GPUFaultInfo, bool) {
+	for _, c := range p.Status.Conditions {
+		if c.Type == gpu.PodConditionGPUHealthy && c.Status == corev1.ConditionFalse {
+			f := GPUFaultInfo{Node: p.Spec.NodeName, Reason: c.Reason, Message: truncate(c.Message, maxGPUFaultMessage)}
+			if f.Reason == "" {
+				f.Reason = GPUUnhealthy
+			}
+			return f, true
+		}
+	}
+	if evidence, ok := faultyNodes[p.Spec.NodeName]; ok && p.Spec.NodeName != "" && RequestsGPU(p) {
+		return GPUFaultInfo{Node: p.Spec.NodeName, Reason: NodeGPUFault, Message: truncate(evidence, maxGPUFaultMessage)}, true
+	}
+	return GPUFaultInfo{}, false
+}
+
+// RequestsGPU says whether a pod's containers request or limit GPUs.
+func RequestsGPU(p *corev1.Pod) bool {
+	for _, c := range p.Spec.Containers {
+		for _, rl := range []corev1.ResourceList{c.Resources.Limits, c.Resources.Requests} {
+			if q, ok := rl[gpu.Resource]; ok && q.Sign() > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // crashed reads a crash from pod status alone.

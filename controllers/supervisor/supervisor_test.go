@@ -2,18 +2,21 @@ package supervisor_test
 
 import (
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	sv "github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/gpu"
 )
 
 var now = time.Date(2026, 11, 23, 2, 0, 0, 0, time.UTC)
@@ -144,6 +147,10 @@ func records(ages ...time.Duration) []v1alpha1.RestartRecord {
 
 func TestBudgetAndBackoff(t *testing.T) {
 	three := []corev1.Pod{crashedPod("a"), crashedPod("b"), crashedPod("c")}
+	var fifty []v1alpha1.RestartRecord
+	for i := 50; i >= 1; i-- {
+		fifty = append(fifty, records(time.Duration(i)*time.Second)...)
+	}
 	cases := map[string]struct {
 		recent        []v1alpha1.RestartRecord
 		budget        v1alpha1.RestartBudget
@@ -159,6 +166,9 @@ func TestBudgetAndBackoff(t *testing.T) {
 		"every slot replaced once: wait 1s after the last, one at a time": {records(30*time.Second, 20*time.Second, 10*time.Second, 500*time.Millisecond), budget(10, 600), nil, false, 500 * time.Millisecond},
 		"twice per slot: wait 2s":                                         {records(9*time.Second, 8*time.Second, 7*time.Second, 6*time.Second, 5*time.Second, 4*time.Second, 3*time.Second, time.Second), budget(20, 600), nil, false, time.Second},
 		"backoff over: one at a time":                                     {records(30*time.Second, 20*time.Second, 10*time.Second, 5*time.Second), budget(10, 600), []string{"a"}, false, 0},
+		// 50 records are all status keeps: a budget of 100 (stored before the CRD capped it) would
+		// never be found spent, so it counts as 50. The backoff's 5 minutes wake it first.
+		"a budget over the 50 records kept counts as 50": {fifty, budget(100, 3600), nil, true, 299 * time.Second},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -177,5 +187,114 @@ func TestBudgetAndBackoff(t *testing.T) {
 				t.Errorf("replace %d + held %d, want all 3 accounted for", len(d.Replace), len(d.Held))
 			}
 		})
+	}
+}
+
+// gpuPod is a Ready worker on node holding one GPU.
+func gpuPod(name, node string, mutate ...func(*corev1.Pod)) corev1.Pod {
+	return pod(name, append([]func(*corev1.Pod){func(p *corev1.Pod) {
+		p.Spec.NodeName = node
+		p.Spec.Containers = []corev1.Container{{Name: "ray-worker", Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{gpu.Resource: resource.MustParse("1")}}}}
+	}}, mutate...)...)
+}
+
+// gpuCondition sets the GPU health agent's pod condition.
+func gpuCondition(status corev1.ConditionStatus, reason, message string) func(*corev1.Pod) {
+	return func(p *corev1.Pod) {
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy, Status: status, Reason: reason, Message: message})
+	}
+}
+
+func TestGPUFaults(t *testing.T) {
+	const xid79 = "GPU GPU-5d1c0f3a-0000 (index 2): XID 79 (GPU has fallen off the bus)"
+	faulty := map[string]string{"gpu-a": "XidCriticalError=True (XID 79 on GPU 2)"}
+	crash := func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "ray-worker", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}}}
+	}
+	cases := map[string]struct {
+		workers     []corev1.Pod
+		faultyNodes map[string]string
+		want        []sv.Replacement
+	}{
+		"the agent's pod condition False: replaced, the evidence naming node, GPU and XID": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "XidCriticalError", xid79))},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79}},
+		},
+		"the pod condition True: healthy": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionTrue, "Healthy", ""))},
+		},
+		"a degraded GPU (True, GPUDegraded) is no reason to replace": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionTrue, gpu.ReasonGPUDegraded, "GPU-1: thermal throttling"))},
+		},
+		"a pod condition without a reason": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "", xid79))},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: " + xid79}},
+		},
+		"a failing GPU wins over the crash it caused": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", crash, gpuCondition(corev1.ConditionFalse, "XidCriticalError", xid79))},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79}},
+		},
+		"a node-level fault: the GPU workers on that node only; CPU workers and other nodes untouched": {
+			workers: []corev1.Pod{
+				gpuPod("w-0", "gpu-a"), gpuPod("w-1", "gpu-b"), gpuPod("w-2", "gpu-a"),
+				pod("cpu", func(p *corev1.Pod) { p.Spec.NodeName = "gpu-a" }),
+			},
+			faultyNodes: faulty,
+			want: []sv.Replacement{
+				{"w-0", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"},
+				{"w-2", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"},
+			},
+		},
+		"a GPU request without a limit counts": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-a", func(p *corev1.Pod) {
+				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{gpu.Resource: resource.MustParse("2")}}
+			})},
+			faultyNodes: faulty,
+			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"}},
+		},
+		"a worker not yet scheduled is on no node": {
+			workers:     []corev1.Pod{gpuPod("w", "")},
+			faultyNodes: map[string]string{"": "never"},
+		},
+		"the pod's condition is preferred to its node's fault": {
+			workers:     []corev1.Pod{gpuPod("w", "gpu-a", gpuCondition(corev1.ConditionFalse, "UncorrectableECC", "GPU GPU-1: 3 volatile uncorrectable ECC errors"))},
+			faultyNodes: faulty,
+			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a, UncorrectableECC: GPU GPU-1: 3 volatile uncorrectable ECC errors"}},
+		},
+		"a long message is cut": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "Xid", strings.Repeat("é", 400)))},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, Xid: " + strings.Repeat("é", 256) + "…"}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := sv.Decide(sv.Observation{Now: now, Workers: tc.workers, FaultyNodes: tc.faultyNodes, Budget: budget(10, 3600), Replicas: 4})
+			if diff := cmp.Diff(tc.want, d.Replace); diff != "" {
+				t.Errorf("replace (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestGPUFaultsWithinTheBudget(t *testing.T) {
+	workers := []corev1.Pod{gpuPod("a", "gpu-a"), gpuPod("b", "gpu-a"), gpuPod("c", "gpu-b", gpuCondition(corev1.ConditionFalse, "Xid", "XID 48"))}
+	d := sv.Decide(sv.Observation{Now: now, Workers: workers, FaultyNodes: map[string]string{"gpu-a": "XidCriticalError=True"},
+		Budget: budget(3, 600), Recent: records(30 * time.Second), Replicas: 4})
+	var replaced, held []string
+	for _, r := range d.Replace {
+		replaced = append(replaced, r.Worker)
+	}
+	for _, r := range d.Held {
+		held = append(held, r.Worker+"/"+r.Reason)
+	}
+	if diff := cmp.Diff([]string{"a", "b"}, replaced); diff != "" {
+		t.Errorf("replace (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"c/" + sv.GPUUnhealthy}, held); diff != "" {
+		t.Errorf("held (-want +got):\n%s", diff)
+	}
+	if !d.BudgetExhausted || d.RecheckAfter != 570*time.Second {
+		t.Errorf("exhausted %v, recheck %s; want true, 570s (the one replacement in the window leaves it)", d.BudgetExhausted, d.RecheckAfter)
 	}
 }
