@@ -107,8 +107,8 @@ argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the health.lua files.
 	cd test/argocd && go test -count=1 -run TestArgoCDConfigMapSnippet ./... -update
 
 .PHONY: test-nvml
-test-nvml: ## The real-NVML test (build tag nvml): on a GPU machine with the NVIDIA driver; prints one line per GPU.
-	CGO_ENABLED=1 go test -tags nvml -run TestRealNVML -v -count=1 ./gpu/collector/
+test-nvml: ## The real-NVML tests (build tag nvml): on a GPU machine with the NVIDIA driver; the collector and one whole agent poll, a line per GPU.
+	CGO_ENABLED=1 go test -tags nvml -run 'TestRealNVML' -v -count=1 ./gpu/collector/ ./cmd/gpu-agent/
 
 .PHONY: test-unit
 test-unit: ## Tests that need no cluster parts.

@@ -92,7 +92,7 @@ func TestRestartLedgerSurvivesSIGKILL(t *testing.T) {
 		return cond.Status == metav1.ConditionTrue, cond.Reason + ": " + cond.Message, nil
 	})
 
-	deletedWorkers := watchDeletedWorkers(t, ns, key.Name, 5*time.Minute)
+	deletedSoFar, deletedWorkers := watchDeletedWorkers(t, ns, key.Name, 5*time.Minute)
 	proxy.arm(killBeforeForward, killAfterForward)
 	ledgerWait(t, 180*time.Second, "the fleet Degraded with RestartBudgetExhausted", logs, func(ctx context.Context) (bool, string, error) {
 		if !c.Running(operator) {
@@ -131,7 +131,7 @@ func TestRestartLedgerSurvivesSIGKILL(t *testing.T) {
 		for _, r := range getFleet(t, key).Status.RecentRestarts {
 			recorded.Insert(r.Worker)
 		}
-		missing := recorded.Difference(sets.New(deletedWorkers()...))
+		missing := recorded.Difference(sets.New(deletedSoFar()...))
 		return missing.Len() == 0, fmt.Sprintf("recorded, not deleted: %v", sets.List(missing)), nil
 	})
 	// Then, for a while, with every worker crashing, none may be replaced any more (a bound on
@@ -255,10 +255,11 @@ func crashNextWorker(ctx context.Context, key client.ObjectKey) error {
 	return c.CrashLoop(ctx, client.ObjectKeyFromObject(&newest), "ray-worker", 3)
 }
 
-// watchDeletedWorkers watches the fleet's agent workers, for at most timeout, and returns a
-// function that stops the watch and returns the workers seen deleted (or being deleted), sorted.
-// A watch, not polling, so that a worker deleted between two looks is seen too.
-func watchDeletedWorkers(t *testing.T, ns, fleet string, timeout time.Duration) func() []string {
+// watchDeletedWorkers watches the fleet's agent workers, for at most timeout, and returns two
+// functions: seen returns the workers seen deleted (or being deleted) so far, sorted; stop stops the
+// watch and returns them all, failing the test if the watch ended early. A watch, not polling, so
+// that a worker deleted between two looks is seen too.
+func watchDeletedWorkers(t *testing.T, ns, fleet string, timeout time.Duration) (seen, stop func() []string) {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
@@ -300,7 +301,12 @@ func watchDeletedWorkers(t *testing.T, ns, fleet string, timeout time.Duration) 
 			mu.Unlock()
 		}
 	}()
-	stop := func() []string {
+	seen = func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return sets.List(deleted)
+	}
+	stop = func() []string {
 		expired := ctx.Err() != nil
 		cancel()
 		w.Stop()
@@ -313,7 +319,7 @@ func watchDeletedWorkers(t *testing.T, ns, fleet string, timeout time.Duration) 
 		return sets.List(deleted)
 	}
 	t.Cleanup(func() { cancel(); w.Stop() })
-	return stop
+	return seen, stop
 }
 
 // countEvents counts the Events of a reason about a fleet (an Event repeated counts each time).
