@@ -108,7 +108,7 @@ argocd-cm: ## Regenerate config/argocd/argocd-cm.yaml from the health.lua files.
 
 .PHONY: test-nvml
 test-nvml: ## The real-NVML tests (build tag nvml): on a GPU machine with the NVIDIA driver; the collector and one whole agent poll, a line per GPU.
-	CGO_ENABLED=1 go test -tags nvml -run 'TestRealNVML' -v -count=1 ./gpu/collector/ ./cmd/gpu-agent/
+	CGO_ENABLED=1 go test -tags nvml -run 'TestRealNVML' -v -count=1 ./gpu/collector/ ./internal/gpuagent/
 
 .PHONY: test-unit
 test-unit: ## Tests that need no cluster parts.
@@ -184,6 +184,7 @@ fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
 
 BENCH_WORKERS ?= 1000
 .PHONY: bench
-bench: bins ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, on the local cluster.
+bench: bins ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, and XID-to-condition and condition-to-replacement latency, on the local cluster.
 	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
 	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
+	go run ./test/bench/gpuhealth --injections 10

@@ -187,6 +187,9 @@ type GPUFaultInfo struct {
 // Evidence is the fault in one line: the node, the reason where it says more than GPUUnhealthy,
 // the message.
 func (f GPUFaultInfo) Evidence() string {
+	if prefix := "node " + f.Node + ": "; strings.HasPrefix(f.Message, prefix) {
+		f.Message = strings.TrimPrefix(f.Message, prefix) // the agent names its node itself: once is enough
+	}
 	switch f.Reason {
 	case NodeGPUFault:
 		return fmt.Sprintf("node %s has a GPU fault: %s", f.Node, f.Message)

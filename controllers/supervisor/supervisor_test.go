@@ -221,6 +221,10 @@ func TestGPUFaults(t *testing.T) {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "XidCriticalError", xid79))},
 			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79}},
 		},
+		"the agent's own message names its node: the evidence names it once": {
+			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, sv.GPUUnhealthy, "node gpu-b: 1 of 2 GPUs unhealthy: GPU-2: "+xid79))},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: 1 of 2 GPUs unhealthy: GPU-2: " + xid79}},
+		},
 		"the pod condition True: healthy": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionTrue, "Healthy", ""))},
 		},

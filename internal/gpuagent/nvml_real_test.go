@@ -1,6 +1,6 @@
 //go:build nvml
 
-package main
+package gpuagent
 
 import (
 	"context"

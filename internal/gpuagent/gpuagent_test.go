@@ -1,4 +1,4 @@
-package main
+package gpuagent
 
 import (
 	"bytes"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -188,8 +189,8 @@ func TestRunFlags(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			var out bytes.Buffer
-			if code := run(tc.args, env, &out); code != tc.code || !strings.Contains(out.String(), tc.says) {
-				t.Errorf("run(%q) = %d, output:\n%s\nwant %d, saying %q", tc.args, code, out.String(), tc.code, tc.says)
+			if code := Main(tc.args, env, &out, nvml.New()); code != tc.code || !strings.Contains(out.String(), tc.says) {
+				t.Errorf("Main(%q) = %d, output:\n%s\nwant %d, saying %q", tc.args, code, out.String(), tc.code, tc.says)
 			}
 		})
 	}
