@@ -108,3 +108,12 @@ func User(name string, groups ...string) (*rest.Config, error) {
 	}
 	return u.Config(), nil
 }
+
+// APIServerConfig returns the administrator's rest.Config of the API server RunWithAPIServer
+// started: to build other clients (a clientset, a token's) for it.
+func APIServerConfig() (*rest.Config, error) {
+	if running == nil {
+		return nil, errors.New("no API server: APIServerConfig is for tests run by RunWithAPIServer")
+	}
+	return rest.CopyConfig(running.Config), nil
+}
