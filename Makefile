@@ -11,6 +11,8 @@ export GOWORK := off
 # Tools installed with `go install pkg@version`; the cluster parts (etcd, Kubernetes, KubeRay) are pinned
 # by the wrapper modules under test/tools/, whose go.mod and go.sum are the version record.
 KWOK_VERSION           ?= v0.7.0
+# kustomize for ArgoCD's repo server in the GitOps test: the version argo-cd v2.14 ships with.
+KUSTOMIZE_VERSION      ?= v5.4.3
 CONTROLLER_GEN_VERSION ?= v0.20.1
 GOLANGCI_LINT_VERSION  ?= v2.15.0
 K8S_VERSION            := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "k8s.io/kubernetes" && $$(i+1) ~ /^v/) print $$(i+1)}' test/tools/kubernetes/go.mod)
@@ -72,19 +74,24 @@ lint: $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ## golangci-lint (config 
 verify: generate manifests ## Fail if formatting, vet, lint or generated files are off.
 	@if [ -n "$$(git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml)" ]; then \
 	  echo "generated files are stale (run make generate manifests and commit):"; git status --porcelain -- ':(glob)api/**/zz_generated.*' config/crd config/rbac/role.yaml; exit 1; fi
+	$(MAKE) helm
+	@if [ -n "$$(git status --porcelain -- charts)" ]; then \
+	  echo "the chart is stale (run make helm and commit):"; git status --porcelain -- charts; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
-	@for d in test/tools/*/ test/argocd/ $(SUBMODULES); do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
+	@for d in test/tools/*/ test/argocd/ test/helm/ $(SUBMODULES); do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
 	go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 
 ##@ Test
 
 .PHONY: test
-test: bins python-deps ## Every test: unit, envtest, e2e on the local cluster, and the ArgoCD health checks in ArgoCD's Lua engine.
+test: bins python-deps gitops-deps ## Every test: unit, envtest, e2e on the local cluster, the GitOps loop with a real ArgoCD, the ArgoCD health checks in its Lua engine, the chart, the images.
 	rm -rf $(LIVE_FIXTURES)
 	AGENTFLEET_LIVE_FIXTURES=$(LIVE_FIXTURES) go test -count=1 -timeout 30m ./...
 	@for d in $(SUBMODULES); do (cd $$d && go test -count=1 ./...) || exit 1; done
 	cd test/argocd && go test -count=1 ./... -args -live=$(LIVE_FIXTURES)
+	cd test/helm && go test -count=1 ./...
+	$(MAKE) --no-print-directory test-images
 
 # The Python heartbeat SDK is tested with Debian's python3-kubernetes (PyPI is not reachable here).
 .PHONY: python-deps
@@ -93,6 +100,18 @@ python-deps:
 	  echo ">> installing python3-kubernetes (Debian) for the Python SDK's tests"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-kubernetes >/dev/null; \
 	  else echo "run as root, or: sudo apt-get install python3-kubernetes"; exit 1; fi; }
+
+# The GitOps test runs Debian's redis-server (ArgoCD's cache) and git (the team's repository).
+.PHONY: gitops-deps
+gitops-deps:
+	@command -v redis-server >/dev/null && command -v git >/dev/null || { \
+	  echo ">> installing redis-server and git (Debian) for the GitOps test"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server git >/dev/null; \
+	  else echo "run as root, or: sudo apt-get install redis-server git"; exit 1; fi; }
+
+.PHONY: test-gitops
+test-gitops: bins gitops-deps ## The GitOps loop with a real ArgoCD: the sample in config/samples/gitops synced from a local Git repository.
+	go test -count=1 -timeout 20m -v ./test/gitops/...
 
 .PHONY: test-e2e
 test-e2e: bins python-deps ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
@@ -115,10 +134,67 @@ test-unit: ## Tests that need no cluster parts.
 	go test -count=1 -short ./...
 	@for d in $(SUBMODULES); do (cd $$d && go test -count=1 -short ./...) || exit 1; done
 
+##@ Images, without Docker: OCI images as docker-compatible tarballs in bin/images/
+
+# The images are stamped with these; the creation time is the commit's (SOURCE_DATE_EPOCH wins), so
+# that the same commit gives the same image digests. IMAGE_ARCH is not called GOARCH: a GOARCH on
+# make's command line would reach every go command of the recipe, the image tool's build included.
+VERSION           ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+IMAGE_REGISTRY    ?= ghcr.io/agentfleet
+IMAGE_SOURCE      ?= https://github.com/agentfleet/agentfleet
+GOHOSTARCH        := $(shell go env GOHOSTARCH)
+IMAGE_ARCH        ?= $(GOHOSTARCH)
+IMAGE_BIN         ?= $(BIN)/images/linux-$(IMAGE_ARCH)
+IMAGE_DEBS        := $(BIN)/images/debs-$(IMAGE_ARCH)
+# The GPU agent's base: glibc for the cgo binary and for NVML's dlopen, as distroless/base has it.
+GPU_AGENT_DEBS    := libc6 libgcc-s1
+# The images' binary flags, also those of the Dockerfile (it runs these targets) and of .ko.yaml
+# (test/tools/images compares them).
+IMAGE_GOFLAGS     := -trimpath
+IMAGE_LDFLAGS     := -s -w
+
+.PHONY: images
+images: image-manager image-gpu-agent $(BIN)/images-tool $(IMAGE_DEBS)/.done ## The operator's and the GPU agent's images: bin/images/{operator,gpu-agent}-linux-<arch>.tar.
+	@[ -n "$(REVISION)" ] && [ -n "$(SOURCE_DATE_EPOCH)" ] || { echo "make images needs a Git checkout (the revision and time of the commit), or REVISION and SOURCE_DATE_EPOCH"; exit 1; }
+	$(BIN)/images-tool --image operator --binary $(IMAGE_BIN)/manager --arch $(IMAGE_ARCH) \
+	  --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --source $(IMAGE_SOURCE) \
+	  --tag $(IMAGE_REGISTRY)/operator:$(VERSION) --out $(BIN)/images/operator-linux-$(IMAGE_ARCH).tar
+	$(BIN)/images-tool --image gpu-agent --binary $(IMAGE_BIN)/gpu-agent --arch $(IMAGE_ARCH) --debs $(IMAGE_DEBS) \
+	  --version $(VERSION) --revision $(REVISION) --created $(SOURCE_DATE_EPOCH) --source $(IMAGE_SOURCE) \
+	  --tag $(IMAGE_REGISTRY)/gpu-agent:$(VERSION) --out $(BIN)/images/gpu-agent-linux-$(IMAGE_ARCH).tar
+
+.PHONY: test-images
+test-images: images ## Open each image: its config, no shell, and its binary's --help run from the image's layers.
+	cd test/tools/images && go test -count=1 ./... -args -images=$(BIN)/images -arch=$(IMAGE_ARCH) -version=$(VERSION) -revision=$(REVISION)
+
+.PHONY: image-manager
+image-manager: ## The operator's binary for its image, static, into IMAGE_BIN.
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build $(IMAGE_GOFLAGS) -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN)/manager ./cmd/manager
+
+.PHONY: image-gpu-agent
+image-gpu-agent: ## The GPU agent's binary for its image, with cgo against this machine's glibc, into IMAGE_BIN.
+	@[ "$(IMAGE_ARCH)" = "$(GOHOSTARCH)" ] || { echo "IMAGE_ARCH=$(IMAGE_ARCH): the GPU agent is linked with cgo, so it is built on a machine of its architecture (this one is $(GOHOSTARCH)); the release workflow builds the others"; exit 1; }
+	CGO_ENABLED=1 GOOS=linux GOARCH=$(IMAGE_ARCH) go build $(IMAGE_GOFLAGS) -ldflags "$(IMAGE_LDFLAGS)" -o $(IMAGE_BIN)/gpu-agent ./cmd/gpu-agent
+
+$(BIN)/images-tool: test/tools/images/go.mod test/tools/images/go.sum $(filter-out %_test.go,$(wildcard test/tools/images/*.go))
+	cd test/tools/images && go build -o $@ .
+
+# Debian's packages for this machine's release (apt's sources), downloaded once; `rm -r` the folder
+# to take newer ones. apt-get download needs apt's package lists, and apt-get update needs root.
+$(IMAGE_DEBS)/.done:
+	@rm -rf $(IMAGE_DEBS) && mkdir -p $(IMAGE_DEBS)
+	@echo ">> downloading Debian's $(GPU_AGENT_DEBS) for the GPU agent's base"
+	@cd $(IMAGE_DEBS) && { apt-get download -q -o APT::Sandbox::User=root $(addsuffix :$(IMAGE_ARCH),$(GPU_AGENT_DEBS)) \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get download -q -o APT::Sandbox::User=root $(addsuffix :$(IMAGE_ARCH),$(GPU_AGENT_DEBS)); }; } \
+	  || { echo "cannot download Debian's $(GPU_AGENT_DEBS) for the GPU agent's image with apt-get download: on a Debian or Ubuntu machine, run as root (for apt-get update) or run sudo apt-get update first; or put their .deb files into $(IMAGE_DEBS) and touch $@"; exit 1; }
+	@touch $@
+
 ##@ Cluster parts, built from Go modules into bin/ (git-ignored); each is rebuilt only when its pin changes
 
 .PHONY: bins
-bins: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kuberay-operator $(STAMPS)/kwok-$(KWOK_VERSION) ## Build what the local cluster needs.
+bins: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kuberay-operator $(STAMPS)/kwok-$(KWOK_VERSION) $(BIN)/argocd $(STAMPS)/kustomize-$(KUSTOMIZE_VERSION) ## Build what the local cluster needs.
 
 $(STAMPS):
 	@mkdir -p $@
@@ -145,6 +221,20 @@ $(BIN)/etcd: test/tools/etcd/go.mod test/tools/etcd/go.sum
 $(BIN)/kuberay-operator: test/tools/kuberay/go.mod test/tools/kuberay/go.sum
 	@echo ">> building the KubeRay operator"
 	cd test/tools/kuberay && go build -trimpath -ldflags "-s -w" -o $@ github.com/ray-project/kuberay/ray-operator
+	@touch $@
+
+# ArgoCD's application controller and repo server for the GitOps test (test/gitops): one binary that
+# picks its command from ARGOCD_BINARY_NAME (or argv[0]). About 5 minutes cold on 2 cores.
+ARGOCD_VERSION := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "github.com/argoproj/argo-cd/v2" && $$(i+1) ~ /^v/) print $$(i+1)}' test/tools/argocd/go.mod)
+$(BIN)/argocd: test/tools/argocd/go.mod test/tools/argocd/go.sum
+	@echo ">> building ArgoCD $(ARGOCD_VERSION) (application controller, repo server); about 5 minutes cold on 2 cores"
+	cd test/tools/argocd && go build -trimpath -ldflags "-s -w -X github.com/argoproj/argo-cd/v2/common.version=$(ARGOCD_VERSION)" \
+	  -o $@ github.com/argoproj/argo-cd/v2/cmd
+	@touch $@
+
+$(STAMPS)/kustomize-$(KUSTOMIZE_VERSION): | $(STAMPS)
+	@echo ">> installing kustomize $(KUSTOMIZE_VERSION)"
+	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
 $(STAMPS)/kwok-$(KWOK_VERSION): | $(STAMPS)
@@ -174,6 +264,20 @@ generate: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## Deep-copy functi
 manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into config/crd/bases, the operator's ClusterRole into config/rbac.
 	$(BIN)/controller-gen crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(BIN)/controller-gen rbac:roleName=agentfleet-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
+
+.PHONY: helm
+helm: manifests ## Copy the CRD, RBAC rules, GPU policy and ArgoCD health checks from config/ into charts/agentfleet; regenerate its README's values table.
+	rm -f charts/agentfleet/crds/*.yaml && cp config/crd/bases/*.yaml charts/agentfleet/crds/
+	cp config/rbac/role.yaml charts/agentfleet/files/manager-role.yaml
+	cp config/gpu-agent/rbac.yaml charts/agentfleet/files/gpu-agent-rbac.yaml
+	cp config/gpu-agent/own-node-policy.yaml charts/agentfleet/files/gpu-agent-own-node-policy.yaml
+	cp config/policy/gpu-policy.yaml charts/agentfleet/files/gpu-policy.yaml
+	cp config/argocd/argocd-cm.yaml charts/agentfleet/files/argocd-cm.yaml
+	cd test/helm && go run ./cmd/valuestable $(CURDIR)/charts/agentfleet
+
+.PHONY: test-helm
+test-helm: ## The chart: helm lint, template snapshots (go test ./test/helm -update rewrites them), the values schema, agreement with config/default.
+	cd test/helm && go test -count=1 ./...
 
 FUZZTIME ?= 60s
 .PHONY: fuzz

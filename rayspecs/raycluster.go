@@ -191,12 +191,13 @@ func ownerRef(f *v1alpha1.AgentFleet) metav1.OwnerReference {
 	}
 }
 
-// fleetLabels are the labels of everything a fleet owns.
+// fleetLabels are the labels of everything a fleet owns. Not app.kubernetes.io/instance: it is
+// ArgoCD v2's default tracking label, so a RayCluster carrying its fleet's name there would be
+// claimed, and pruned, by an ArgoCD Application of that name. The fleet is agentfleet.dev/fleet.
 func fleetLabels(f *v1alpha1.AgentFleet, component string) map[string]string {
 	l := map[string]string{
 		v1alpha1.LabelFleet:            f.Name,
 		"app.kubernetes.io/name":       "agentfleet",
-		"app.kubernetes.io/instance":   f.Name,
 		"app.kubernetes.io/component":  component,
 		"app.kubernetes.io/part-of":    "agentfleet",
 		"app.kubernetes.io/managed-by": "agentfleet-operator",

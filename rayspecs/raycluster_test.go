@@ -187,10 +187,17 @@ func TestLabelsOwnerAndRayNodeLabels(t *testing.T) {
 	pod := workers(rc).Template.Labels
 	for k, v := range map[string]string{
 		v1alpha1.LabelFleet: "research", v1alpha1.LabelModelVersion: "2025-09-29", v1alpha1.LabelRole: "agent",
-		v1alpha1.LabelCostCenter: "research", "app.kubernetes.io/instance": "research", "app.kubernetes.io/managed-by": "agentfleet-operator",
+		v1alpha1.LabelCostCenter: "research", "app.kubernetes.io/managed-by": "agentfleet-operator",
 	} {
 		if pod[k] != v {
 			t.Errorf("worker pod label %s = %q, want %q", k, pod[k], v)
+		}
+	}
+	// ArgoCD v2 tracks what an Application owns by app.kubernetes.io/instance: a child carrying its
+	// fleet's name there would be pruned by an Application named like the fleet.
+	for what, labels := range map[string]map[string]string{"RayCluster": rc.Labels, "worker pod": pod, "head pod": rc.Spec.HeadGroupSpec.Template.Labels} {
+		if v, ok := labels["app.kubernetes.io/instance"]; ok {
+			t.Errorf("%s label app.kubernetes.io/instance = %q: ArgoCD's tracking label", what, v)
 		}
 	}
 	if diff := cmp.Diff(map[string]string{v1alpha1.LabelFleet: "research", v1alpha1.LabelRole: "agent", v1alpha1.LabelModelVersion: "2025-09-29"}, workers(rc).Labels); diff != "" {
