@@ -10,6 +10,7 @@ import (
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -30,6 +31,9 @@ func manifests(t *testing.T) map[string]any {
 	}
 	objs := map[string]any{}
 	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue // kustomize's, not an object
+		}
 		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -49,6 +53,10 @@ func manifests(t *testing.T) map[string]any {
 				obj = &rbacv1.ClusterRoleBinding{}
 			case "DaemonSet":
 				obj = &appsv1.DaemonSet{}
+			case "ValidatingAdmissionPolicy":
+				obj = &admissionregistrationv1.ValidatingAdmissionPolicy{}
+			case "ValidatingAdmissionPolicyBinding":
+				obj = &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
 			default:
 				t.Fatalf("%s: unexpected kind %q", f, tm.Kind)
 			}
