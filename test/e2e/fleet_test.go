@@ -83,7 +83,12 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building the operator: %v\n%s", err, out)
 		return 1
 	}
-	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
+	operatorConfig, err := operatorKubeconfig(ctx, c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := c.StartOperatorWith(ctx, "agentfleet-operator", manager, cluster.OperatorOptions{Kubeconfig: operatorConfig}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
