@@ -13,6 +13,8 @@ export GOWORK := off
 KWOK_VERSION           ?= v0.7.0
 # kustomize for ArgoCD's repo server in the GitOps test: the version argo-cd v2.14 ships with.
 KUSTOMIZE_VERSION      ?= v5.4.3
+# helm for the chart's install/upgrade/uninstall e2e (test/helminstall).
+HELM_VERSION           ?= v3.19.5
 CONTROLLER_GEN_VERSION ?= v0.20.1
 GOLANGCI_LINT_VERSION  ?= v2.15.0
 K8S_VERSION            := $(shell awk '{for (i = 1; i < NF; i++) if ($$i == "k8s.io/kubernetes" && $$(i+1) ~ /^v/) print $$(i+1)}' test/tools/kubernetes/go.mod)
@@ -194,7 +196,7 @@ $(IMAGE_DEBS)/.done:
 ##@ Cluster parts, built from Go modules into bin/ (git-ignored); each is rebuilt only when its pin changes
 
 .PHONY: bins
-bins: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kuberay-operator $(STAMPS)/kwok-$(KWOK_VERSION) $(BIN)/argocd $(STAMPS)/kustomize-$(KUSTOMIZE_VERSION) ## Build what the local cluster needs.
+bins: $(BIN)/kube-apiserver $(BIN)/etcd $(BIN)/kuberay-operator $(STAMPS)/kwok-$(KWOK_VERSION) $(BIN)/argocd $(STAMPS)/kustomize-$(KUSTOMIZE_VERSION) $(STAMPS)/helm-$(HELM_VERSION) ## Build what the local cluster needs.
 
 $(STAMPS):
 	@mkdir -p $@
@@ -237,6 +239,11 @@ $(STAMPS)/kustomize-$(KUSTOMIZE_VERSION): | $(STAMPS)
 	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
+$(STAMPS)/helm-$(HELM_VERSION): | $(STAMPS)
+	@echo ">> installing helm $(HELM_VERSION)"
+	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@touch $@
+
 $(STAMPS)/kwok-$(KWOK_VERSION): | $(STAMPS)
 	@echo ">> installing kwok $(KWOK_VERSION)"
 	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
@@ -266,12 +273,13 @@ manifests: $(STAMPS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## CRDs into confi
 	$(BIN)/controller-gen rbac:roleName=agentfleet-manager paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: helm
-helm: manifests ## Copy the CRD, RBAC rules, GPU policy and ArgoCD health checks from config/ into charts/agentfleet; regenerate its README's values table.
+helm: manifests ## Copy the CRD, RBAC rules, policies and ArgoCD health checks from config/ into charts/agentfleet; regenerate its README's values table.
 	rm -f charts/agentfleet/crds/*.yaml && cp config/crd/bases/*.yaml charts/agentfleet/crds/
 	cp config/rbac/role.yaml charts/agentfleet/files/manager-role.yaml
 	cp config/gpu-agent/rbac.yaml charts/agentfleet/files/gpu-agent-rbac.yaml
 	cp config/gpu-agent/own-node-policy.yaml charts/agentfleet/files/gpu-agent-own-node-policy.yaml
 	cp config/policy/gpu-policy.yaml charts/agentfleet/files/gpu-policy.yaml
+	cp config/policy/podtemplate-policy.yaml charts/agentfleet/files/podtemplate-policy.yaml
 	cp config/argocd/argocd-cm.yaml charts/agentfleet/files/argocd-cm.yaml
 	cd test/helm && go run ./cmd/valuestable $(CURDIR)/charts/agentfleet
 
