@@ -239,9 +239,10 @@ $(STAMPS)/kustomize-$(KUSTOMIZE_VERSION): | $(STAMPS)
 	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	@touch $@
 
+# The version is stamped as helm's own Makefile does (`helm version` says v3.19 otherwise).
 $(STAMPS)/helm-$(HELM_VERSION): | $(STAMPS)
 	@echo ">> installing helm $(HELM_VERSION)"
-	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(BIN) go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	@touch $@
 
 $(STAMPS)/kwok-$(KWOK_VERSION): | $(STAMPS)

@@ -39,12 +39,14 @@ func slimNode(o any) (any, error) {
 func main() {
 	var (
 		metricsAddr, probeAddr, workerServiceAccount, gpuFaultConditions string
+		leaderElectionNamespace                                          string
 		leaderElect, labelFaultyGPUNodes                                 bool
 		jobHistory, concurrency                                          int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; 0 disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the health probes bind to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so that only one replica of the operator reconciles")
+	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (empty: the operator's own, read in its pod)")
 	flag.StringVar(&workerServiceAccount, "worker-service-account", "", "ServiceAccount the agent workers run as (empty: the namespace's default)")
 	flag.IntVar(&jobHistory, "job-history-limit", 3, "finished RayJobs kept per job")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "fleets reconciled at once")
@@ -77,11 +79,12 @@ func main() {
 		os.Exit(1)
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "agentfleet-operator.agentfleet.dev",
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "agentfleet-operator.agentfleet.dev",
+		LeaderElectionNamespace: leaderElectionNamespace,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods)},
 			// Only heartbeat Leases, never the cluster's node Leases.
