@@ -2,6 +2,10 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 )
 
 // StartProcess runs bin with args (and env added to this process's environment) as one more part of
@@ -19,3 +23,29 @@ func (c *Cluster) StartProcess(ctx context.Context, name, bin string, args, env 
 
 // FreePort returns a free loopback TCP port, for a process a test starts.
 func FreePort() (int, error) { return freePort() }
+
+// BuildOperator builds the operator (cmd/manager) into the cluster's folder, for tests and benches
+// that run it as a process, and returns the binary's path.
+func (c *Cluster) BuildOperator(ctx context.Context) (string, error) {
+	bin := filepath.Join(c.Dir, "manager")
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building the operator: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Finish stops the cluster at the end of a test binary's run. When the tests failed (code is not
+// 0), the working folder stays, for the parts' logs, and its path is printed.
+func (c *Cluster) Finish(code int) {
+	if code != 0 {
+		fmt.Printf("cluster logs kept in %s\n", c.Dir)
+		if err := c.StopKeepingLogs(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
+		return
+	}
+	if err := c.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,18 +56,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := 1
-	defer func() {
-		if code != 0 {
-			fmt.Printf("cluster logs kept in %s\n", c.Dir)
-			if err := c.StopKeepingLogs(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-			}
-			return
-		}
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}()
+	defer func() { c.Finish(code) }()
 	scheme := cluster.Scheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
 		panic(err)
@@ -77,10 +65,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	manager := filepath.Join(c.Dir, "manager")
-	build := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the operator: %v\n%s", err, out)
+	manager, err := c.BuildOperator(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	operatorConfig, err := operatorKubeconfig(ctx, c)

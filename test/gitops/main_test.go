@@ -72,16 +72,7 @@ func run(m *testing.M) int {
 	code := 1
 	defer func() {
 		cancel() // stops playing ESO before the API server goes
-		if code != 0 {
-			fmt.Printf("cluster and ArgoCD logs kept in %s\n", c.Dir)
-			if err := c.StopKeepingLogs(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-			}
-			return
-		}
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
+		c.Finish(code)
 	}()
 	scheme := cluster.Scheme()
 	if err := v1alpha1.AddToScheme(scheme); err != nil {
@@ -90,9 +81,9 @@ func run(m *testing.M) int {
 	if k8s, err = client.New(c.Config, client.Options{Scheme: scheme}); err != nil {
 		return fail(err)
 	}
-	manager := filepath.Join(c.Dir, "manager")
-	if out, err := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("building the operator: %w\n%s", err, out))
+	manager, err := c.BuildOperator(ctx)
+	if err != nil {
+		return fail(err)
 	}
 	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
 		return fail(err)

@@ -80,18 +80,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := 1
-	defer func() {
-		if code != 0 {
-			fmt.Printf("cluster logs kept in %s\n", c.Dir)
-			if err := c.StopKeepingLogs(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-			}
-			return
-		}
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-		}
-	}()
+	defer func() { c.Finish(code) }()
 	if kube, err = kubernetes.NewForConfig(c.Config); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -106,10 +95,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	manager = filepath.Join(c.Dir, "manager")
-	build := exec.Command("go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building the operator: %v\n%s", err, out)
+	if manager, err = c.BuildOperator(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	code = m.Run()

@@ -19,8 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -85,11 +83,11 @@ func run(ctx context.Context, injections int) error {
 		return err
 	}
 	defer func() { _ = c.Stop() }()
-	manager := filepath.Join(c.Dir, "manager")
 	buildCtx, cancelBuild := context.WithTimeout(ctx, buildTimeout)
 	defer cancelBuild()
-	if out, err := exec.CommandContext(buildCtx, "go", "build", "-o", manager, "github.com/agentfleet/agentfleet/cmd/manager").CombinedOutput(); err != nil {
-		return fmt.Errorf("building the operator: %w\n%s", err, out)
+	manager, err := c.BuildOperator(buildCtx)
+	if err != nil {
+		return err
 	}
 	if err := c.StartOperator(ctx, "agentfleet-operator", manager); err != nil {
 		return err
