@@ -39,6 +39,7 @@ type options struct {
 	ignoredXIDs        string
 	maxTemperature     uint
 	quietPeriod        time.Duration
+	reprobeBackoff     time.Duration
 	heartbeatPeriod    time.Duration
 	podResourcesSocket string
 	metricsAddr        string
@@ -56,6 +57,7 @@ func newFlags(o *options, getenv func(string) string) *flag.FlagSet {
 	fs.StringVar(&o.ignoredXIDs, "ignored-xids", gpu.DefaultIgnoredXIDList, "comma-separated XID codes that are application errors, not GPU faults; every other XID makes a GPU unhealthy (\"\" makes all critical)")
 	fs.UintVar(&o.maxTemperature, "max-temperature", uint(policy.MaxTemperatureC), "a GPU hotter than this (Celsius) is degraded; 0 turns the check off")
 	fs.DurationVar(&o.quietPeriod, "quiet-period", recovery.QuietPeriod, "how long an unhealthy GPU must be clean before it is healthy again")
+	fs.DurationVar(&o.reprobeBackoff, "reprobe-backoff", recovery.InitialBackoff, "how long after a fault an unhealthy GPU is probed again; it doubles while the fault stays, up to "+recovery.MaxBackoff.String())
 	fs.DurationVar(&o.heartbeatPeriod, "heartbeat-period", agent.DefaultHeartbeatPeriod, "how often the node condition is rewritten when nothing changed (its lastHeartbeatTime); negative never")
 	fs.StringVar(&o.podResourcesSocket, "pod-resources-socket", agent.DefaultPodResourcesSocket, "the kubelet's pod-resources API socket, which says which pod holds which GPU")
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":9400", "address the Prometheus metrics endpoint (/metrics) binds to; 0 disables it")
@@ -75,6 +77,9 @@ func (o *options) validate() (collector.Options, error) {
 	if o.quietPeriod < 0 {
 		return collector.Options{}, fmt.Errorf("--quiet-period must not be negative, not %s", o.quietPeriod)
 	}
+	if o.reprobeBackoff <= 0 {
+		return collector.Options{}, fmt.Errorf("--reprobe-backoff must be positive, not %s", o.reprobeBackoff)
+	}
 	if o.maxTemperature > 1000 {
 		return collector.Options{}, fmt.Errorf("--max-temperature %d is not a temperature in Celsius", o.maxTemperature)
 	}
@@ -86,6 +91,8 @@ func (o *options) validate() (collector.Options, error) {
 	policy.IgnoredXIDs = xids
 	policy.MaxTemperatureC = uint32(o.maxTemperature)
 	recovery.QuietPeriod = o.quietPeriod
+	recovery.InitialBackoff = o.reprobeBackoff
+	recovery.MaxBackoff = max(recovery.MaxBackoff, o.reprobeBackoff)
 	return collector.Options{Policy: &policy, Recovery: &recovery}, nil
 }
 

@@ -193,6 +193,7 @@ func TestRunFlags(t *testing.T) {
 		"zero interval":           {args: []string{"--node-name=n", "--poll-interval=0s"}, code: 2, says: "--poll-interval must be positive"},
 		"unknown flag":            {args: []string{"--nope"}, code: 2, says: "flag provided but not defined"},
 		"negative quiet":          {args: []string{"--node-name=n", "--quiet-period=-1s"}, code: 2, says: "--quiet-period"},
+		"zero re-probe back-off":  {args: []string{"--node-name=n", "--reprobe-backoff=0s"}, code: 2, says: "--reprobe-backoff must be positive"},
 		"absurd temperature":      {args: []string{"--node-name=n", "--max-temperature=5000"}, code: 2, says: "--max-temperature"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -205,7 +206,8 @@ func TestRunFlags(t *testing.T) {
 }
 
 func TestValidateBuildsThePolicy(t *testing.T) {
-	o := options{nodeName: "n", pollInterval: time.Second, ignoredXIDs: "13, 43", maxTemperature: 90, quietPeriod: time.Minute}
+	o := options{nodeName: "n", pollInterval: time.Second, ignoredXIDs: "13, 43", maxTemperature: 90, quietPeriod: time.Minute,
+		reprobeBackoff: gpu.DefaultRecoveryPolicy().InitialBackoff}
 	copts, err := o.validate()
 	if err != nil {
 		t.Fatal(err)
@@ -217,5 +219,14 @@ func TestValidateBuildsThePolicy(t *testing.T) {
 	}
 	if copts.Recovery.QuietPeriod != time.Minute || copts.Recovery.InitialBackoff != gpu.DefaultRecoveryPolicy().InitialBackoff {
 		t.Errorf("recovery = %+v, want the default with a 1m quiet period", copts.Recovery)
+	}
+
+	// A re-probe back-off longer than the default's cap raises the cap with it.
+	o.reprobeBackoff = 10 * time.Minute
+	if copts, err = o.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if r := copts.Recovery; r.InitialBackoff != 10*time.Minute || r.MaxBackoff != 10*time.Minute {
+		t.Errorf("recovery = %+v, want a 10m back-off and cap", r)
 	}
 }

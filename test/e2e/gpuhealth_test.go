@@ -170,7 +170,7 @@ func TestGPUHealth(t *testing.T) {
 		}
 		cleared := time.Now()
 		waitNodeHealth(t, agentNode, corev1.ConditionTrue, gpu.HealthHealthy, 90*time.Second, agentLog)
-		t.Logf("GPU 2 mended → node GPUHealthy=True and labelled healthy again: %s (re-probe back-off 10 s, quiet period 3 s)",
+		t.Logf("GPU 2 mended → node GPUHealthy=True and labelled healthy again: %s (re-probe back-off 1 s, quiet period 3 s)",
 			time.Since(cleared).Round(time.Millisecond))
 		if r := getFleet(t, key).Status.Restarts; r.GPUUnhealthy != 1 {
 			t.Errorf("restarts %+v after the GPU recovered, want gpuUnhealthy still 1", r)

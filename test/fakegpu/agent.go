@@ -36,7 +36,7 @@ type Options struct {
 	// Product is NVML's name of the GPUs. Default: NVIDIA A100-SXM4-80GB.
 	Product string
 	// PollInterval and QuietPeriod are the agent's --poll-interval and --quiet-period. Defaults:
-	// 200ms and 3s, so that a test sees a recovery in seconds.
+	// 200ms and 3s, with a re-probe back-off of 1s, so that a test sees a recovery in seconds.
 	PollInterval, QuietPeriod time.Duration
 	// Args are more of the agent's flags, after those above: a flag given again here wins.
 	Args []string
@@ -117,6 +117,7 @@ func Start(ctx context.Context, c *cluster.Cluster, o Options) (*Agent, error) {
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
 		"--poll-interval=" + o.PollInterval.String(),
 		"--quiet-period=" + o.QuietPeriod.String(),
+		"--reprobe-backoff=1s",
 	}, o.Args...)
 	env := []string{
 		EnvGPUs + "=" + strconv.Itoa(o.GPUs),
