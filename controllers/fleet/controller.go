@@ -106,11 +106,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.deletions.forget(req.NamespacedName)
+			forgetFleetGauges(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fleet.DeletionTimestamp.IsZero() {
 		r.deletions.forget(req.NamespacedName)
+		forgetFleetGauges(req.NamespacedName)
 		return ctrl.Result{}, nil // the garbage collector deletes the children by owner reference
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("AgentFleet", klog.KObj(fleet))
@@ -139,7 +141,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		log.V(1).Info("Conflict with a newer object; requeueing", "error", err.Error())
 		return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 	}
-	if statusErr := r.writeStatus(ctx, s, err); statusErr != nil {
+	statusErr := r.writeStatus(ctx, s, err)
+	recordFleetMetrics(s.fleet)
+	if statusErr != nil {
 		if apierrors.IsConflict(statusErr) && err == nil {
 			log.V(1).Info("Conflict writing the status; requeueing")
 			return ctrl.Result{RequeueAfter: conflictRequeue}, nil

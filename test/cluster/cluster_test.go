@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -314,8 +315,14 @@ func TestFaultInjection(t *testing.T) {
 		if err := c.CordonNode(ctx, "doomed"); err != nil {
 			t.Fatal(err)
 		}
+		// The pod selects a label given after the cordon: a scheduler whose cache shows the label
+		// shows the cordon too (a node's updates arrive in order), however loaded the machine is.
+		if err := c.Client.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "doomed"}},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"test.agentfleet.dev/after-cordon":"true"}}}`))); err != nil {
+			t.Fatal(err)
+		}
 		pod := newPod(ns, "wants-l4", 1, true)
-		pod.Spec.NodeSelector = map[string]string{cluster.GPUProductLabel: "NVIDIA-L4"}
+		pod.Spec.NodeSelector = map[string]string{cluster.GPUProductLabel: "NVIDIA-L4", "test.agentfleet.dev/after-cordon": "true"}
 		if err := c.Client.Create(ctx, pod); err != nil {
 			t.Fatal(err)
 		}

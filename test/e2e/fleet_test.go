@@ -161,6 +161,16 @@ func TestSamplesBecomeReady(t *testing.T) {
 		}
 	}
 	liveFixture(t, "agentfleet-ready", "Healthy", &v1alpha1.AgentFleet{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "coders"}})
+	// KubeRay's own counts can trail the pods the fleet's status is computed from: the RayCluster is
+	// a Healthy fixture once KubeRay reports every worker ready.
+	eventually(t, 20*time.Second, "KubeRay reports every worker of coders ready", func(ctx context.Context) (bool, string) {
+		rc := &rayv1.RayCluster{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: "default", Name: "coders"}, rc); err != nil {
+			return false, err.Error()
+		}
+		return rc.Status.ReadyWorkerReplicas == rc.Status.DesiredWorkerReplicas && rc.Status.DesiredWorkerReplicas > 0,
+			fmt.Sprintf("%d/%d workers ready", rc.Status.ReadyWorkerReplicas, rc.Status.DesiredWorkerReplicas)
+	})
 	liveFixture(t, "raycluster-ready", "Healthy", &rayv1.RayCluster{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "coders"}})
 	// kubectl wait, as a pipeline would use it.
 	kubectl := exec.Command(kubectlPath(t), "--kubeconfig", c.Kubeconfig, "wait", "--for=condition=Ready", "--timeout=10s", "agentfleet/coders", "-n", "default")
@@ -177,6 +187,19 @@ func TestSamplesBecomeReady(t *testing.T) {
 			t.Errorf("GPU worker %s on node %q", p.Name, p.Spec.NodeName)
 		}
 	}
+	// The operator's metrics say the same: its workers Ready, its GPUs held, Ready=True.
+	coders := getFleet(t, client.ObjectKey{Namespace: "default", Name: "coders"})
+	eventually(t, 10*time.Second, "the fleet metrics of coders", func(ctx context.Context) (bool, string) {
+		families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
+		if err != nil {
+			return false, err.Error()
+		}
+		ready := gaugeOf(families, "agentfleet_workers", map[string]string{"namespace": "default", "fleet": "coders", "state": "ready"})
+		gpus := gaugeOf(families, "agentfleet_gpus_allocated", map[string]string{"namespace": "default", "fleet": "coders"})
+		cond := gaugeOf(families, "agentfleet_fleet_condition", map[string]string{"namespace": "default", "fleet": "coders", "type": "Ready", "status": "True"})
+		return ready == float64(coders.Status.ReadyReplicas) && gpus == float64(coders.Status.GPUs.Allocated) && gpus > 0 && cond == 1,
+			fmt.Sprintf("ready %g, GPUs %g, Ready=True %g; status: %d ready, %d GPUs allocated", ready, gpus, cond, coders.Status.ReadyReplicas, coders.Status.GPUs.Allocated)
+	})
 }
 
 func kubectlPath(t *testing.T) string {

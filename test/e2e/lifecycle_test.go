@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -170,13 +171,18 @@ func TestHandEditOfTheRayClusterIsReverted(t *testing.T) {
 	ns := namespace(t)
 	_, key := newFleet(t, builder.MakeAgentFleet("drift", ns).Replicas(2))
 	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
-	rc := &rayv1.RayCluster{}
-	if err := k8s.Get(ctx, key, rc); err != nil {
-		t.Fatal(err)
-	}
-	image := rc.Spec.WorkerGroupSpecs[0].Template.Spec.Containers[0].Image
-	rc.Spec.WorkerGroupSpecs[0].Template.Spec.Containers[0].Image = "someone/else:latest"
-	if err := k8s.Update(ctx, rc); err != nil {
+	var image string
+	// KubeRay writes the RayCluster's status all the time: the edit is retried on a conflict, as
+	// kubectl edit would have the person do.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		rc := &rayv1.RayCluster{}
+		if err := k8s.Get(ctx, key, rc); err != nil {
+			return err
+		}
+		image = rc.Spec.WorkerGroupSpecs[0].Template.Spec.Containers[0].Image
+		rc.Spec.WorkerGroupSpecs[0].Template.Spec.Containers[0].Image = "someone/else:latest"
+		return k8s.Update(ctx, rc)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the hand edit reverted", func(ctx context.Context) (bool, string) {
