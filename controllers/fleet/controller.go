@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -55,10 +56,11 @@ type scope struct {
 	blocked *blocker
 	prompt  *string
 
-	desired *rayv1.RayCluster // what rayspecs built
-	cluster *rayv1.RayCluster // as observed, after this reconcile's writes
-	pods    []corev1.Pod      // the agent worker pods
-	pending sets.Set[string]  // workers handed to KubeRay for deletion that still exist
+	desired *rayv1.RayCluster                // what rayspecs built
+	cluster *rayv1.RayCluster                // as observed, after this reconcile's writes
+	pods    []corev1.Pod                     // the agent worker pods
+	pending sets.Set[string]                 // workers handed to KubeRay for deletion that still exist
+	leases  map[string]*coordinationv1.Lease // heartbeat Leases by worker, once listed (heartbeatLeases)
 	jobs    []v1alpha1.JobStatus
 
 	// What the rollout and the supervisor decided, for the handover phase to write.

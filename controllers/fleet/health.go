@@ -57,15 +57,9 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 			workers = append(workers, p)
 		}
 	}
-	leases := map[string]*coordinationv1.Lease{}
-	if f.Spec.Health.Heartbeat != nil {
-		var list coordinationv1.LeaseList
-		if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
-			return fmt.Errorf("listing heartbeat Leases: %w", err)
-		}
-		for i := range list.Items {
-			leases[list.Items[i].Name] = &list.Items[i]
-		}
+	leases, err := r.heartbeatLeases(ctx, s)
+	if err != nil {
+		return err
 	}
 	d := supervisor.Decide(supervisor.Observation{
 		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat,
@@ -102,9 +96,9 @@ func (r *Reconciler) reconcileLeases(ctx context.Context, s *scope) error {
 	if s.cluster == nil || f.Spec.Health.Heartbeat == nil {
 		return nil
 	}
-	var list coordinationv1.LeaseList
-	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
-		return fmt.Errorf("listing heartbeat Leases: %w", err)
+	leases, err := r.heartbeatLeases(ctx, s)
+	if err != nil {
+		return err
 	}
 	existing := sets.New[string]()
 	for _, p := range s.pods {
@@ -116,8 +110,7 @@ func (r *Reconciler) reconcileLeases(ctx context.Context, s *scope) error {
 	}
 	deadline := time.Duration(f.Spec.Health.Heartbeat.ProgressDeadlineSeconds) * time.Second
 	var errs []error
-	for i := range list.Items {
-		l := &list.Items[i]
+	for _, l := range leases {
 		if !replaced.Has(l.Name) && (existing.Has(l.Name) || !leaseStale(l, s.now, deadline)) {
 			continue
 		}
@@ -126,6 +119,25 @@ func (r *Reconciler) reconcileLeases(ctx context.Context, s *scope) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// heartbeatLeases are the heartbeat Leases of the fleet's workers, by name (the pod's), listed once
+// per reconcile from the cache for the supervisor and the Lease cleanup alike; none without a
+// heartbeat contract.
+func (r *Reconciler) heartbeatLeases(ctx context.Context, s *scope) (map[string]*coordinationv1.Lease, error) {
+	f := s.fleet
+	if s.leases != nil || f.Spec.Health.Heartbeat == nil {
+		return s.leases, nil
+	}
+	var list coordinationv1.LeaseList
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+		return nil, fmt.Errorf("listing heartbeat Leases: %w", err)
+	}
+	s.leases = make(map[string]*coordinationv1.Lease, len(list.Items))
+	for i := range list.Items {
+		s.leases[list.Items[i].Name] = &list.Items[i]
+	}
+	return s.leases, nil
 }
 
 // leaseStale says whether a Lease was last renewed longer than deadline ago.

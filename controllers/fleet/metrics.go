@@ -44,11 +44,10 @@ func init() {
 var fleetConditionTypes = []string{v1alpha1.ConditionReady, v1alpha1.ConditionProgressing, v1alpha1.ConditionDegraded,
 	v1alpha1.ConditionReconciling, v1alpha1.ConditionStalled}
 
-// recordFleetMetrics sets a fleet's gauges from its status. A fleet's series are replaced, not
-// added to, so that a changed cost center or GPU product leaves no stale series.
+// recordFleetMetrics sets a fleet's gauges from its status, at every reconcile. The workers and
+// condition series of a fleet are a fixed set, overwritten in place; only the GPU series, whose
+// cost center and product labels can change, are replaced, so that none goes stale.
 func recordFleetMetrics(f *v1alpha1.AgentFleet) {
-	key := types.NamespacedName{Namespace: f.Namespace, Name: f.Name}
-	forgetFleetGauges(key)
 	st := f.Status
 	for state, n := range map[string]int32{"desired": f.WorkerReplicas(), "ready": st.ReadyReplicas, "updated": st.UpdatedReplicas} {
 		workersGauge.WithLabelValues(f.Namespace, f.Name, state).Set(float64(n))
@@ -72,6 +71,7 @@ func recordFleetMetrics(f *v1alpha1.AgentFleet) {
 	if product == "" {
 		product = "any"
 	}
+	gpusAllocatedGauge.DeletePartialMatch(prometheus.Labels{"namespace": f.Namespace, "fleet": f.Name})
 	if f.Spec.Worker.GPUs > 0 {
 		gpusAllocatedGauge.WithLabelValues(f.Namespace, f.Name, f.Spec.CostCenter, product).Set(float64(st.GPUs.Allocated))
 	}
