@@ -30,6 +30,8 @@ SUBMODULES := api/heartbeat sdk/go
 
 # Objects the e2e tests write from the live cluster for the ArgoCD health-check tests.
 LIVE_FIXTURES := $(CURDIR)/bin/live-fixtures
+# What tests keep for people to look at (go test -artifacts): the cost report's HTML and screenshot.
+TEST_ARTIFACTS := $(CURDIR)/bin/test-artifacts
 
 # What the tests and `make dev` find: bin/ for the cluster's processes, the local test cluster's
 # state under a folder of its own.
@@ -51,8 +53,10 @@ dev: bins build ## Boot the local cluster (fake GPU nodes, real KubeRay), run th
 	$(BIN)/localcluster --bin-dir $(BIN) --operator $(BIN)/manager --samples config/dev,config/samples
 
 .PHONY: build
-build: ## Build the operator into bin/manager.
+build: ## Build the operator into bin/manager, and the agentfleet CLI into bin/agentfleet and bin/kubectl-agentfleet (the kubectl plugin).
 	go build -o $(BIN)/manager ./cmd/manager
+	go build -o $(BIN)/agentfleet ./cmd/agentfleet
+	ln -sf agentfleet $(BIN)/kubectl-agentfleet
 
 .PHONY: run
 run: build ## Run the operator against the cluster KUBECONFIG names.
@@ -66,11 +70,13 @@ fmt: ## gofmt the tree.
 vet: ## go vet every module of ours.
 	go vet ./...
 	@for d in $(SUBMODULES); do echo "go vet in $$d"; (cd $$d && go vet ./...) || exit 1; done
+	cd test/grafana && go vet ./...
 
 .PHONY: lint
 lint: $(STAMPS)/golangci-lint-$(GOLANGCI_LINT_VERSION) ## golangci-lint (config in .golangci.yml).
 	$(BIN)/golangci-lint run ./...
 	@for d in $(SUBMODULES); do echo "golangci-lint in $$d"; (cd $$d && $(BIN)/golangci-lint run --config $(CURDIR)/.golangci.yml ./...) || exit 1; done
+	cd test/grafana && $(BIN)/golangci-lint run --config $(CURDIR)/.golangci.yml ./...
 
 .PHONY: verify
 verify: generate manifests ## Fail if formatting, vet, lint or generated files are off.
@@ -81,18 +87,19 @@ verify: generate manifests ## Fail if formatting, vet, lint or generated files a
 	  echo "the chart is stale (run make helm and commit):"; git status --porcelain -- charts; exit 1; fi
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(MAKE) vet lint
-	@for d in test/tools/*/ test/argocd/ test/helm/ $(SUBMODULES); do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
+	@for d in test/tools/*/ test/argocd/ test/helm/ test/grafana/ $(SUBMODULES); do (cd $$d && go mod tidy -diff) || { echo "go.mod of $$d is not tidy"; exit 1; }; done
 	go mod tidy -diff || { echo "go.mod is not tidy: run go mod tidy"; exit 1; }
 
 ##@ Test
 
 .PHONY: test
-test: bins python-deps gitops-deps ## Every test: unit, envtest, e2e on the local cluster, the GitOps loop with a real ArgoCD, the ArgoCD health checks in its Lua engine, the chart, the images.
-	rm -rf $(LIVE_FIXTURES)
-	AGENTFLEET_LIVE_FIXTURES=$(LIVE_FIXTURES) go test -count=1 -timeout 30m ./...
+test: bins python-deps gitops-deps prometheus-deps browser-deps ## Every test: unit, envtest, e2e on the local cluster (a real Prometheus, Chromium for the cost report), the GitOps loop with a real ArgoCD, the ArgoCD health checks in its Lua engine, the chart, the Grafana dashboard, the images.
+	rm -rf $(LIVE_FIXTURES) $(TEST_ARTIFACTS) && mkdir -p $(TEST_ARTIFACTS)
+	AGENTFLEET_LIVE_FIXTURES=$(LIVE_FIXTURES) go test -count=1 -timeout 30m -artifacts -outputdir $(TEST_ARTIFACTS) ./...
 	@for d in $(SUBMODULES); do (cd $$d && go test -count=1 ./...) || exit 1; done
 	cd test/argocd && go test -count=1 ./... -args -live=$(LIVE_FIXTURES)
 	cd test/helm && go test -count=1 ./...
+	cd test/grafana && go test -count=1 ./...
 	$(MAKE) --no-print-directory test-images
 
 # The Python heartbeat SDK is tested with Debian's python3-kubernetes (PyPI is not reachable here).
@@ -111,13 +118,30 @@ gitops-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server git >/dev/null; \
 	  else echo "run as root, or: sudo apt-get install redis-server git"; exit 1; fi; }
 
+# The cost report's e2e runs Debian's Prometheus (and the benchmark its promtool); the HTML report is
+# loaded in Debian's headless Chromium.
+.PHONY: prometheus-deps
+prometheus-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo ">> installing prometheus (Debian) for the cost report's tests and benchmark"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "run as root, or: sudo apt-get install prometheus"; exit 1; fi; }
+
+.PHONY: browser-deps
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  echo ">> installing chromium (Debian) for the HTML cost report's browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "run as root, or: sudo apt-get install chromium"; exit 1; fi; }
+
 .PHONY: test-gitops
 test-gitops: bins gitops-deps ## The GitOps loop with a real ArgoCD: the sample in config/samples/gitops synced from a local Git repository.
 	go test -count=1 -timeout 20m -v ./test/gitops/...
 
 .PHONY: test-e2e
-test-e2e: bins python-deps ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
-	go test -count=1 -timeout 20m ./test/e2e/... ./test/cluster/...
+test-e2e: bins python-deps prometheus-deps browser-deps ## The end-to-end tests only: the operator and the real KubeRay on the local cluster.
+	mkdir -p $(TEST_ARTIFACTS)
+	go test -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./test/e2e/... ./test/cluster/...
 
 .PHONY: test-argocd
 test-argocd: ## config/argocd's health checks in argo-cd v2.14's util/lua (a module of its own).
@@ -282,6 +306,7 @@ helm: manifests ## Copy the CRD, RBAC rules, policies and ArgoCD health checks f
 	cp config/policy/gpu-policy.yaml charts/agentfleet/files/gpu-policy.yaml
 	cp config/policy/podtemplate-policy.yaml charts/agentfleet/files/podtemplate-policy.yaml
 	cp config/argocd/argocd-cm.yaml charts/agentfleet/files/argocd-cm.yaml
+	cp config/manager/gpu-prices.yaml charts/agentfleet/files/gpu-prices.yaml
 	cd test/helm && go run ./cmd/valuestable $(CURDIR)/charts/agentfleet
 
 .PHONY: test-helm

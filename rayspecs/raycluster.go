@@ -52,6 +52,37 @@ type Options struct {
 	// WorkerServiceAccount, when set, runs the agent workers of fleets without a heartbeat contract
 	// as this ServiceAccount (those with one run as HeartbeatServiceAccount).
 	WorkerServiceAccount string
+	// Dashboard embeds Grafana's panels in the Ray dashboard: set on the head when configured.
+	Dashboard DashboardOptions
+}
+
+// DashboardOptions are the Ray dashboard's settings for its metrics panels (Ray's documentation,
+// "Embedding Grafana visualizations into Ray Dashboard"): the head gets each one set as its env var.
+type DashboardOptions struct {
+	// GrafanaHost is RAY_GRAFANA_HOST: Grafana as the head reaches it, e.g. http://grafana.monitoring.svc:3000.
+	GrafanaHost string
+	// GrafanaIframeHost is RAY_GRAFANA_IFRAME_HOST: Grafana as the user's browser reaches it.
+	GrafanaIframeHost string
+	// PrometheusHost is RAY_PROMETHEUS_HOST: the Prometheus that scrapes Ray's metrics.
+	PrometheusHost string
+	// PrometheusName is RAY_PROMETHEUS_NAME: the name of that Prometheus data source in Grafana.
+	PrometheusName string
+}
+
+// env is the head's environment for the dashboard's panels, in a fixed order; nothing when unset.
+func (d DashboardOptions) env() []corev1.EnvVar {
+	var env []corev1.EnvVar
+	for _, e := range []corev1.EnvVar{
+		{Name: "RAY_GRAFANA_HOST", Value: d.GrafanaHost},
+		{Name: "RAY_GRAFANA_IFRAME_HOST", Value: d.GrafanaIframeHost},
+		{Name: "RAY_PROMETHEUS_HOST", Value: d.PrometheusHost},
+		{Name: "RAY_PROMETHEUS_NAME", Value: d.PrometheusName},
+	} {
+		if e.Value != "" {
+			env = append(env, e)
+		}
+	}
+	return env
 }
 
 // Default resources, when the fleet sets none.
@@ -88,7 +119,7 @@ func RayCluster(f *v1alpha1.AgentFleet, in Inputs, o Options) (*rayv1.RayCluster
 		promptHash = PromptHash(*in.Prompt)
 	}
 
-	head, err := headTemplate(f, promptHash)
+	head, err := headTemplate(f, promptHash, o)
 	if err != nil {
 		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
 	}
@@ -219,8 +250,9 @@ func podLabels(f *v1alpha1.AgentFleet, role, promptHash string) map[string]strin
 	return l
 }
 
-func headTemplate(f *v1alpha1.AgentFleet, promptHash string) (corev1.PodTemplateSpec, error) {
+func headTemplate(f *v1alpha1.AgentFleet, promptHash string, o Options) (corev1.PodTemplateSpec, error) {
 	c := agentContainer(f, HeadContainer)
+	c.Env = append(c.Env, o.Dashboard.env()...)
 	c.Resources = corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{
 			corev1.ResourceCPU:    deref(f.Spec.Head.CPU, defaultHeadCPU),

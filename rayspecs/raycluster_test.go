@@ -340,3 +340,41 @@ func envValue(c corev1.Container, name string) string {
 	}
 	return ""
 }
+
+// The Ray dashboard's Grafana and Prometheus settings go to the head only, when configured, and a
+// change of them does not roll the agent workers.
+func TestDashboardEnv(t *testing.T) {
+	f := fleet().Obj()
+	plain, err := rayspecs.RayCluster(f, rayspecs.Inputs{}, rayspecs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := rayspecs.Options{Dashboard: rayspecs.DashboardOptions{
+		GrafanaHost: "http://grafana.monitoring.svc:3000", GrafanaIframeHost: "https://grafana.example.com",
+		PrometheusHost: "http://prometheus.monitoring.svc:9090",
+	}}
+	rc, err := rayspecs.RayCluster(f, rayspecs.Inputs{}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := rc.Spec.HeadGroupSpec.Template.Spec.Containers[0]
+	want := map[string]string{
+		"RAY_GRAFANA_HOST": "http://grafana.monitoring.svc:3000", "RAY_GRAFANA_IFRAME_HOST": "https://grafana.example.com",
+		"RAY_PROMETHEUS_HOST": "http://prometheus.monitoring.svc:9090", "RAY_PROMETHEUS_NAME": "",
+	}
+	for name, v := range want {
+		if got := envValue(head, name); got != v {
+			t.Errorf("head env %s = %q, want %q", name, got, v)
+		}
+	}
+	for what, c := range map[string]corev1.Container{"worker": workers(rc).Template.Spec.Containers[0], "unconfigured head": plain.Spec.HeadGroupSpec.Template.Spec.Containers[0]} {
+		for name := range want {
+			if envValue(c, name) != "" {
+				t.Errorf("%s has %s", what, name)
+			}
+		}
+	}
+	if rayspecs.WorkerHash(rc) != rayspecs.WorkerHash(plain) {
+		t.Error("the dashboard settings changed the worker hash: a change of them would roll every agent")
+	}
+}

@@ -3,7 +3,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -24,6 +26,7 @@ import (
 	"github.com/agentfleet/agentfleet/controllers/fleet"
 	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/gpu"
+	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
 // slimNode drops from a cached Node what the operator never reads and what makes nodes large: the
@@ -39,7 +42,8 @@ func slimNode(o any) (any, error) {
 func main() {
 	var (
 		metricsAddr, probeAddr, workerServiceAccount, gpuFaultConditions string
-		leaderElectionNamespace                                          string
+		leaderElectionNamespace, gpuPrices                               string
+		dashboard                                                        rayspecs.DashboardOptions
 		leaderElect, labelFaultyGPUNodes                                 bool
 		jobHistory, concurrency                                          int
 	)
@@ -55,6 +59,12 @@ func main() {
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
 		"label GPU nodes without the GPU health agent "+gpu.HealthLabel+"="+gpu.HealthUnhealthy+" while they have a GPU fault condition, so that new agent workers avoid them")
 	opts := zap.Options{}
+	flag.StringVar(&gpuPrices, "gpu-prices", "",
+		"the GPU price table's ConfigMap, as namespace/name (its key prices.yaml); empty: the built-in default table (README, \"GPU cost\")")
+	flag.StringVar(&dashboard.GrafanaHost, "ray-grafana-host", "", "RAY_GRAFANA_HOST for the fleets' Ray heads: Grafana as the head reaches it, for the Ray dashboard's metrics panels")
+	flag.StringVar(&dashboard.GrafanaIframeHost, "ray-grafana-iframe-host", "", "RAY_GRAFANA_IFRAME_HOST for the fleets' Ray heads: Grafana as the user's browser reaches it")
+	flag.StringVar(&dashboard.PrometheusHost, "ray-prometheus-host", "", "RAY_PROMETHEUS_HOST for the fleets' Ray heads: the Prometheus that scrapes Ray's metrics")
+	flag.StringVar(&dashboard.PrometheusName, "ray-prometheus-name", "", "RAY_PROMETHEUS_NAME for the fleets' Ray heads: that Prometheus' data source name in Grafana")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse() // --kubeconfig is registered by controller-runtime
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
@@ -100,6 +110,15 @@ func main() {
 	ctx := ctrl.SetupSignalHandler()
 	r := fleet.NewReconciler(mgr.GetClient(), mgr.GetAPIReader())
 	r.Specs.WorkerServiceAccount = workerServiceAccount
+	r.Specs.Dashboard = dashboard
+	if gpuPrices != "" {
+		namespace, name, ok := strings.Cut(gpuPrices, "/")
+		if !ok || namespace == "" || name == "" {
+			log.Error(fmt.Errorf("%q is not namespace/name", gpuPrices), "Reading --gpu-prices")
+			os.Exit(1)
+		}
+		r.Prices = &fleet.ConfigMapPrices{Key: client.ObjectKey{Namespace: namespace, Name: name}, Metadata: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	}
 	r.JobHistoryLimit = jobHistory
 	r.MaxConcurrentReconciles = concurrency
 	r.GPUFaultConditions = faultConditions

@@ -42,6 +42,8 @@ type Reconciler struct {
 	MaxConcurrentReconciles int
 	// GPUFaultConditions are the node conditions that mean a GPU fault (gpunode).
 	GPUFaultConditions []gpunode.FaultCondition
+	// Prices is where the GPU price table comes from; nil means cost.DefaultPrices.
+	Prices PriceSource
 
 	deps      *dependencyWatches
 	deletions *deletions
@@ -144,7 +146,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 	}
 	statusErr := r.writeStatus(ctx, s, err)
-	recordFleetMetrics(s.fleet)
+	recordFleetMetrics(s.fleet, r.meterGPUs(ctx, s))
 	if statusErr != nil {
 		if apierrors.IsConflict(statusErr) && err == nil {
 			log.V(1).Info("Conflict writing the status; requeueing")

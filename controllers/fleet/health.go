@@ -19,6 +19,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/gpu"
 )
 
 // reconcileHealth replaces crashed, stalled and looping agent workers and those on a failing GPU,
@@ -81,6 +82,9 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	// Every recorded replacement gets its Event and its count, whatever happens to the Leases.
 	for _, rep := range d.Replace {
 		restartsTotal.WithLabelValues(f.Namespace, f.Name, rep.Reason).Inc()
+		if !rep.Since.IsZero() {
+			detectionLatency.WithLabelValues(rep.Reason).Observe(max(s.now.Sub(rep.Since).Seconds(), 0))
+		}
 		r.event(f, corev1.EventTypeWarning, EventWorkerReplaced, "Replacing agent worker %s: %s (%s)", rep.Worker, rep.Reason, rep.Evidence)
 	}
 	return nil
@@ -154,12 +158,15 @@ type nodeGPUs struct {
 	// faulty are the nodes with a GPU fault no pod condition attributes (gpunode.WorkerFault), by
 	// name, with the evidence.
 	faulty map[string]string
+	// products are the nodes' GPU products (the nvidia.com/gpu.product label), by name; nil until
+	// the nodes were read.
+	products map[string]string
 }
 
 // observeGPUNodes reads the nodes of the worker pods that request GPUs, each once, from the cache
 // (Nodes are watched): as many reads as the fleet has GPU nodes. A node that is gone says nothing.
 func (r *Reconciler) observeGPUNodes(ctx context.Context, pods []corev1.Pod) (nodeGPUs, error) {
-	g := nodeGPUs{faulty: map[string]string{}}
+	g := nodeGPUs{faulty: map[string]string{}, products: map[string]string{}}
 	seen := sets.New[string]()
 	for i := range pods {
 		p := &pods[i]
@@ -174,6 +181,9 @@ func (r *Reconciler) observeGPUNodes(ctx context.Context, pods []corev1.Pod) (no
 				continue
 			}
 			return g, fmt.Errorf("reading node %s of agent worker %s: %w", name, klog.KObj(p), err)
+		}
+		if product := n.Labels[gpu.ProductLabel]; product != "" {
+			g.products[name] = product
 		}
 		if evidence := gpunode.WorkerFault(&n, r.GPUFaultConditions); evidence != "" {
 			g.faulty[name] = evidence

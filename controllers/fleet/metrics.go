@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -32,22 +33,35 @@ var (
 
 	gpusAllocatedGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentfleet_gpus_allocated",
-		Help: "GPUs held by a fleet's Running agent worker pods (observed, not requested).",
+		Help: "GPUs held by a fleet's Running agent worker pods (observed, not requested), by the GPU product of their nodes.",
 	}, []string{"namespace", "fleet", "cost_center", "gpu_product"})
+
+	// detectionLatency is the time from the evidence of a fault (a container's exit, a missed
+	// deadline, the heartbeat reporting a loop, the GPU condition) to the replacement being recorded.
+	// Replacements whose evidence has no time (a node's GPU fault) are not observed.
+	detectionLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "agentfleet_detection_latency_seconds",
+		Help:    "Time from the evidence of a worker's fault to its replacement being requested, by reason.",
+		Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+	}, []string{"reason"})
+
+	// gpuUsage meters GPU-seconds and cost (gpucost.go).
+	gpuUsage = newGPUMeter(clock.RealClock{})
 )
 
 func init() {
-	metrics.Registry.MustRegister(restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge)
+	metrics.Registry.MustRegister(restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge, detectionLatency, gpuUsage)
 }
 
 // fleetConditionTypes are the conditions reported as agentfleet_fleet_condition.
 var fleetConditionTypes = []string{v1alpha1.ConditionReady, v1alpha1.ConditionProgressing, v1alpha1.ConditionDegraded,
 	v1alpha1.ConditionReconciling, v1alpha1.ConditionStalled}
 
-// recordFleetMetrics sets a fleet's gauges from its status, at every reconcile. The workers and
-// condition series of a fleet are a fixed set, overwritten in place; only the GPU series, whose
-// cost center and product labels can change, are replaced, so that none goes stale.
-func recordFleetMetrics(f *v1alpha1.AgentFleet) {
+// recordFleetMetrics sets a fleet's gauges from its status and its GPU allocation by product
+// (cost.Allocation; nil when the pods could not be observed), at every reconcile. The workers and condition series of a fleet are a fixed
+// set, overwritten in place; only the GPU series, whose cost center and product labels can change,
+// are replaced, so that none goes stale.
+func recordFleetMetrics(f *v1alpha1.AgentFleet, alloc map[string]int32) {
 	st := f.Status
 	for state, n := range map[string]int32{"desired": f.WorkerReplicas(), "ready": st.ReadyReplicas, "updated": st.UpdatedReplicas} {
 		workersGauge.WithLabelValues(f.Namespace, f.Name, state).Set(float64(n))
@@ -67,21 +81,21 @@ func recordFleetMetrics(f *v1alpha1.AgentFleet) {
 			conditionGauge.WithLabelValues(f.Namespace, f.Name, t, string(s)).Set(v)
 		}
 	}
-	product := st.GPUs.Product
-	if product == "" {
-		product = "any"
+	if alloc == nil {
+		return // not observed in this reconcile: the last allocation stands
 	}
 	gpusAllocatedGauge.DeletePartialMatch(prometheus.Labels{"namespace": f.Namespace, "fleet": f.Name})
-	if f.Spec.Worker.GPUs > 0 {
-		gpusAllocatedGauge.WithLabelValues(f.Namespace, f.Name, f.Spec.CostCenter, product).Set(float64(st.GPUs.Allocated))
+	for product, n := range alloc {
+		gpusAllocatedGauge.WithLabelValues(f.Namespace, f.Name, f.Spec.CostCenter, product).Set(float64(n))
 	}
 }
 
-// forgetFleetGauges deletes a fleet's gauges (its restart counter stays: a counter's history is the
-// point of it, and Prometheus handles a series that stops).
+// forgetFleetGauges deletes a fleet's gauges and ends its GPU use (its counters stay: a counter's
+// history is the point of it, and Prometheus handles a series that stops).
 func forgetFleetGauges(key types.NamespacedName) {
 	labels := prometheus.Labels{"namespace": key.Namespace, "fleet": key.Name}
 	workersGauge.DeletePartialMatch(labels)
 	conditionGauge.DeletePartialMatch(labels)
 	gpusAllocatedGauge.DeletePartialMatch(labels)
+	gpuUsage.forget(key)
 }

@@ -2,13 +2,16 @@ package fleet
 
 import (
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/internal/cost"
 )
 
 // The fleet gauges say what the status says, replace a fleet's old series when its labels change,
@@ -25,7 +28,7 @@ func TestFleetMetrics(t *testing.T) {
 			{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse},
 		},
 	}
-	recordFleetMetrics(f)
+	recordFleetMetrics(f, map[string]int32{"NVIDIA-H100-80GB-HBM3": 6})
 	defer forgetFleetGauges(types.NamespacedName{Namespace: f.Namespace, Name: f.Name})
 
 	// Only this test's fleet's series are looked at: envtest reconciles in this binary set others.
@@ -51,7 +54,7 @@ func TestFleetMetrics(t *testing.T) {
 
 	// A new cost center: the old series goes, not kept beside the new one.
 	f.Spec.CostCenter = "platform"
-	recordFleetMetrics(f)
+	recordFleetMetrics(f, map[string]int32{"NVIDIA-H100-80GB-HBM3": 6})
 	if n := seriesOf(t, gpusAllocatedGauge, f.Namespace); n != 1 {
 		t.Errorf("%d agentfleet_gpus_allocated series after the cost center changed, want 1", n)
 	}
@@ -90,10 +93,14 @@ func seriesOf(t *testing.T, c prometheus.Collector, namespace string) int {
 func TestFleetMetricsLint(t *testing.T) {
 	f := testFleet(1)
 	f.Namespace, f.Name = "lint", "agents"
-	recordFleetMetrics(f)
+	recordFleetMetrics(f, map[string]int32{"NVIDIA-L4": 1})
 	restartsTotal.WithLabelValues("lint", "agents", "Crashed").Add(0)
+	detectionLatency.WithLabelValues("Crashed").Observe(0.5)
 	defer forgetFleetGauges(types.NamespacedName{Namespace: "lint", Name: "agents"})
-	for _, c := range []prometheus.Collector{restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge} {
+	meter := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)))
+	meter.observe(types.NamespacedName{Namespace: "lint", Name: "agents"}, "research", "",
+		map[string]int32{"NVIDIA-L4": 1, "NVIDIA-B300": 2}, cost.DefaultPrices(), nil)
+	for _, c := range []prometheus.Collector{restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge, detectionLatency, meter} {
 		problems, err := testutil.CollectAndLint(c)
 		if err != nil {
 			t.Fatal(err)

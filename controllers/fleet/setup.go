@@ -85,7 +85,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToFleet)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToFleets), builder.WithPredicates(r.nodeGPUHealthChanged())).
-		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(promptIndex))).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToFleets)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(secretIndex))).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.fleetsInNamespace), builder.WithPredicates(gpuPolicyChanged())).
 		Named("agentfleet").
@@ -180,6 +180,16 @@ func (r *Reconciler) fleetsReferencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		return listFleets(ctx, r, o.GetNamespace(), client.MatchingFields{index: o.GetName()})
 	}
+}
+
+// configMapToFleets maps a prompt ConfigMap to the fleets that reference it, and the GPU price
+// table to every fleet: the new prices apply from each fleet's next observation, so each is
+// observed now rather than at its next change.
+func (r *Reconciler) configMapToFleets(ctx context.Context, o client.Object) []reconcile.Request {
+	if p, ok := r.Prices.(*ConfigMapPrices); ok && client.ObjectKeyFromObject(o) == p.Key {
+		return listFleets(ctx, r, "")
+	}
+	return r.fleetsReferencing(promptIndex)(ctx, o)
 }
 
 // fleetsInNamespace maps a Namespace to the fleets in it.

@@ -14,6 +14,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/gpu"
+	"github.com/agentfleet/agentfleet/internal/cost"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -140,11 +141,7 @@ func gpuStatus(f *v1alpha1.AgentFleet, pods []corev1.Pod) v1alpha1.GPUStatus {
 		if p.Status.Phase != corev1.PodRunning || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		for _, ctr := range p.Spec.Containers {
-			if q, ok := ctr.Resources.Limits[gpu.Resource]; ok {
-				g.Allocated += int32(q.Value())
-			}
-		}
+		g.Allocated += cost.PodGPUs(p)
 	}
 	return g
 }

@@ -67,6 +67,10 @@ type Observation struct {
 // Replacement is a worker to replace and why.
 type Replacement struct {
 	Worker, Reason, Evidence string
+	// Since is when the evidence arose, as far as the observation tells (a container's exit, the
+	// moment a deadline passed, the heartbeat that reported a loop, the GPU condition's transition);
+	// zero when it does not tell (a node's fault). Detection latency is measured from it.
+	Since time.Time
 }
 
 // Decision is what to do now.
@@ -100,7 +104,7 @@ func Decide(o Observation) Decision {
 		p := &o.Workers[i]
 		// A failing GPU first: a worker on one often crashes too, and the GPU is the cause.
 		if f, ok := GPUFault(p, o.FaultyNodes); ok {
-			unhealthy = append(unhealthy, Replacement{Worker: p.Name, Reason: GPUUnhealthy, Evidence: f.Evidence()})
+			unhealthy = append(unhealthy, Replacement{Worker: p.Name, Reason: GPUUnhealthy, Evidence: f.Evidence(), Since: f.Since})
 			continue
 		}
 		if r, ok := crashed(p, o.Now, pendingDeadline, recheck); ok {
@@ -182,6 +186,8 @@ type GPUFaultInfo struct {
 	// Message is the pod condition's message (the agent names the GPU's UUID and the XID codes), or
 	// the evidence of the node's fault.
 	Message string
+	// Since is the pod condition's last transition; zero for a node's fault.
+	Since time.Time
 }
 
 // Evidence is the fault in one line: the node, the reason where it says more than GPUUnhealthy,
@@ -205,7 +211,7 @@ func (f GPUFaultInfo) Evidence() string {
 func GPUFault(p *corev1.Pod, faultyNodes map[string]string) (GPUFaultInfo, bool) {
 	for _, c := range p.Status.Conditions {
 		if c.Type == gpu.PodConditionGPUHealthy && c.Status == corev1.ConditionFalse {
-			f := GPUFaultInfo{Node: p.Spec.NodeName, Reason: c.Reason, Message: truncate(c.Message, maxGPUFaultMessage)}
+			f := GPUFaultInfo{Node: p.Spec.NodeName, Reason: c.Reason, Message: truncate(c.Message, maxGPUFaultMessage), Since: c.LastTransitionTime.Time}
 			if f.Reason == "" {
 				f.Reason = GPUUnhealthy
 			}
@@ -249,18 +255,24 @@ func crashed(p *corev1.Pod, now time.Time, pendingDeadline time.Duration, rechec
 		if p.Status.Reason != "" {
 			r.Evidence += ": " + p.Status.Reason
 		}
+		r.Since = failedSince(p)
 		return r, true
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		switch {
 		case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
 			r.Evidence = fmt.Sprintf("container %s exited with code %d", cs.Name, cs.State.Terminated.ExitCode)
+			r.Since = cs.State.Terminated.FinishedAt.Time
 			return r, true
 		case cs.State.Waiting != nil && cs.State.Waiting.Reason == "CrashLoopBackOff":
 			r.Evidence = fmt.Sprintf("container %s in CrashLoopBackOff after %d restarts", cs.Name, cs.RestartCount)
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				r.Since = t.FinishedAt.Time
+			}
 			return r, true
 		case cs.RestartCount > 0 && cs.LastTerminationState.Terminated != nil && cs.LastTerminationState.Terminated.ExitCode != 0:
 			r.Evidence = fmt.Sprintf("container %s restarted %d times, last exit code %d", cs.Name, cs.RestartCount, cs.LastTerminationState.Terminated.ExitCode)
+			r.Since = cs.LastTerminationState.Terminated.FinishedAt.Time
 			return r, true
 		}
 	}
@@ -273,6 +285,7 @@ func crashed(p *corev1.Pod, now time.Time, pendingDeadline time.Duration, rechec
 		}
 		if age := now.Sub(since); age >= pendingDeadline {
 			r.Evidence = fmt.Sprintf("Pending for %ds", int(age.Seconds()))
+			r.Since = since.Add(pendingDeadline)
 			return r, true
 		} else {
 			recheck(pendingDeadline - age)
@@ -290,38 +303,58 @@ func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.Heartbea
 	}
 	if lease == nil {
 		if age := now.Sub(readySince); age >= deadline {
-			return Replacement{p.Name, Stalled, fmt.Sprintf("no heartbeat Lease %ds after the pod became Ready", int(age.Seconds()))}, true
+			return Replacement{p.Name, Stalled, fmt.Sprintf("no heartbeat Lease %ds after the pod became Ready", int(age.Seconds())), readySince.Add(deadline)}, true
 		} else {
 			recheck(deadline - age)
 		}
 		return Replacement{}, false
 	}
 	a := lease.Annotations
-	if repeats := atoi(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
-		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions)}, true
-	}
-	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
-		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, hb.MaxStepsPerTask)}, true
-	}
 	renewed := lease.CreationTimestamp.Time
 	if lease.Spec.RenewTime != nil {
 		renewed = lease.Spec.RenewTime.Time
 	}
+	// A loop is reported by a heartbeat: the evidence is as old as the renewal that carried it.
+	if repeats := atoi(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
+		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions), renewed}, true
+	}
+	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
+		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, hb.MaxStepsPerTask), renewed}, true
+	}
 	if age := now.Sub(renewed); age >= deadline {
-		return Replacement{p.Name, Stalled, fmt.Sprintf("heartbeat not renewed for %ds", int(age.Seconds()))}, true
+		return Replacement{p.Name, Stalled, fmt.Sprintf("heartbeat not renewed for %ds", int(age.Seconds())), renewed.Add(deadline)}, true
 	} else {
 		recheck(deadline - age)
 	}
 	if a[heartbeatapi.AnnotationState] == heartbeatapi.StateWorking {
 		if last, err := time.Parse(heartbeatapi.TimeFormat, a[heartbeatapi.AnnotationLastStepTime]); err == nil {
 			if age := now.Sub(last); age >= deadline {
-				return Replacement{p.Name, Stalled, fmt.Sprintf("working without a step for %ds", int(age.Seconds()))}, true
+				return Replacement{p.Name, Stalled, fmt.Sprintf("working without a step for %ds", int(age.Seconds())), last.Add(deadline)}, true
 			} else {
 				recheck(deadline - age)
 			}
 		}
 	}
 	return Replacement{}, false
+}
+
+// failedSince is when a Failed pod failed: its last container's exit, else its Ready condition's
+// last transition; zero if neither is known.
+func failedSince(p *corev1.Pod) time.Time {
+	var t time.Time
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Terminated != nil && cs.State.Terminated.FinishedAt.After(t) {
+			t = cs.State.Terminated.FinishedAt.Time
+		}
+	}
+	if t.IsZero() {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionFalse {
+				t = c.LastTransitionTime.Time
+			}
+		}
+	}
+	return t
 }
 
 func readyTime(p *corev1.Pod) (time.Time, bool) {

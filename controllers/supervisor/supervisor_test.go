@@ -67,40 +67,45 @@ func TestDetection(t *testing.T) {
 	}{
 		"healthy worker": {pod("w"), healthyLease("w"), hb, nil},
 		"exit code": {pod("w", func(p *corev1.Pod) {
-			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}
-		}), healthyLease("w"), hb, []sv.Replacement{{"w", sv.Crashed, "container ray-worker exited with code 137"}}},
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, FinishedAt: ago(3 * time.Second)}}
+		}), healthyLease("w"), hb, []sv.Replacement{{"w", sv.Crashed, "container ray-worker exited with code 137", now.Add(-3 * time.Second)}}},
 		"exit code 0 is no crash": {pod("w", func(p *corev1.Pod) {
 			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}
 		}), healthyLease("w"), hb, nil},
 		"CrashLoopBackOff": {pod("w", func(p *corev1.Pod) {
 			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}}
 			p.Status.ContainerStatuses[0].RestartCount = 4
-		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker in CrashLoopBackOff after 4 restarts"}}},
+			p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2, FinishedAt: ago(4 * time.Second)}}
+		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker in CrashLoopBackOff after 4 restarts", now.Add(-4 * time.Second)}}},
 		"restarted after a crash": {pod("w", func(p *corev1.Pod) {
 			p.Status.ContainerStatuses[0].RestartCount = 1
-			p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}
-		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker restarted 1 times, last exit code 1"}}},
-		"pod Failed": {pod("w", func(p *corev1.Pod) { p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted" }), nil, nil,
-			[]sv.Replacement{{"w", sv.Crashed, "pod Failed: Evicted"}}},
+			p.Status.ContainerStatuses[0].LastTerminationState = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, FinishedAt: ago(5 * time.Second)}}
+		}), nil, nil, []sv.Replacement{{"w", sv.Crashed, "container ray-worker restarted 1 times, last exit code 1", now.Add(-5 * time.Second)}}},
+		"pod Failed": {pod("w", func(p *corev1.Pod) {
+			p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted"
+			p.Status.Conditions[0].Status = corev1.ConditionFalse
+			p.Status.Conditions[0].LastTransitionTime = ago(7 * time.Second)
+		}), nil, nil,
+			[]sv.Replacement{{"w", sv.Crashed, "pod Failed: Evicted", now.Add(-7 * time.Second)}}},
 		"unschedulable past the deadline": {pod("w", func(p *corev1.Pod) {
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", LastTransitionTime: ago(6 * time.Minute)}}}
-		}), nil, hb, []sv.Replacement{{"w", sv.Crashed, "Pending for 360s"}}},
+		}), nil, hb, []sv.Replacement{{"w", sv.Crashed, "Pending for 360s", now.Add(-time.Minute)}}},
 		"unschedulable within the deadline": {pod("w", func(p *corev1.Pod) {
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, LastTransitionTime: ago(time.Minute)}}}
 		}), nil, hb, nil},
 		"lease not renewed": {pod("w"), lease("w", 61*time.Second, heartbeatapi.StateIdle, time.Hour, 0, 0), hb,
-			[]sv.Replacement{{"w", sv.Stalled, "heartbeat not renewed for 61s"}}},
+			[]sv.Replacement{{"w", sv.Stalled, "heartbeat not renewed for 61s", now.Add(-time.Second)}}},
 		"working without a step": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, 90*time.Second, 1, 3), hb,
-			[]sv.Replacement{{"w", sv.Stalled, "working without a step for 90s"}}},
+			[]sv.Replacement{{"w", sv.Stalled, "working without a step for 90s", now.Add(-30 * time.Second)}}},
 		"idle for long is fine":           {pod("w"), lease("w", time.Second, heartbeatapi.StateIdle, 3*time.Hour, 0, 0), hb, nil},
-		"no lease past the deadline":      {pod("w"), nil, hb, []sv.Replacement{{"w", sv.Stalled, "no heartbeat Lease 600s after the pod became Ready"}}},
+		"no lease past the deadline":      {pod("w"), nil, hb, []sv.Replacement{{"w", sv.Stalled, "no heartbeat Lease 600s after the pod became Ready", now.Add(-9 * time.Minute)}}},
 		"no lease just after Ready":       {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].LastTransitionTime = ago(10 * time.Second) }), nil, hb, nil},
 		"not Ready: no heartbeat owed":    {pod("w", func(p *corev1.Pod) { p.Status.Conditions[0].Status = corev1.ConditionFalse }), nil, hb, nil},
 		"no heartbeat contract, no lease": {pod("w"), nil, nil, nil},
 		"repeating an action": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, time.Second, 5, 9), hb,
-			[]sv.Replacement{{"w", sv.Looping, "the same action 5 times in a row (limit 5)"}}},
+			[]sv.Replacement{{"w", sv.Looping, "the same action 5 times in a row (limit 5)", now.Add(-time.Second)}}},
 		"too many steps in a task": {pod("w"), lease("w", time.Second, heartbeatapi.StateWorking, time.Second, 1, 100), hb,
-			[]sv.Replacement{{"w", sv.Looping, "100 steps in one task (limit 100)"}}},
+			[]sv.Replacement{{"w", sv.Looping, "100 steps in one task (limit 100)", now.Add(-time.Second)}}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -202,7 +207,7 @@ func gpuPod(name, node string, mutate ...func(*corev1.Pod)) corev1.Pod {
 // gpuCondition sets the GPU health agent's pod condition.
 func gpuCondition(status corev1.ConditionStatus, reason, message string) func(*corev1.Pod) {
 	return func(p *corev1.Pod) {
-		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy, Status: status, Reason: reason, Message: message})
+		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: gpu.PodConditionGPUHealthy, Status: status, Reason: reason, Message: message, LastTransitionTime: ago(2 * time.Second)})
 	}
 }
 
@@ -219,11 +224,11 @@ func TestGPUFaults(t *testing.T) {
 	}{
 		"the agent's pod condition False: replaced, the evidence naming node, GPU and XID": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "XidCriticalError", xid79))},
-			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79}},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79, now.Add(-2 * time.Second)}},
 		},
 		"the agent's own message names its node: the evidence names it once": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, sv.GPUUnhealthy, "node gpu-b: 1 of 2 GPUs unhealthy: GPU-2: "+xid79))},
-			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: 1 of 2 GPUs unhealthy: GPU-2: " + xid79}},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: 1 of 2 GPUs unhealthy: GPU-2: " + xid79, now.Add(-2 * time.Second)}},
 		},
 		"the pod condition True: healthy": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionTrue, "Healthy", ""))},
@@ -233,11 +238,11 @@ func TestGPUFaults(t *testing.T) {
 		},
 		"a pod condition without a reason": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "", xid79))},
-			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: " + xid79}},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b: " + xid79, now.Add(-2 * time.Second)}},
 		},
 		"a failing GPU wins over the crash it caused": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", crash, gpuCondition(corev1.ConditionFalse, "XidCriticalError", xid79))},
-			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79}},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, XidCriticalError: " + xid79, now.Add(-2 * time.Second)}},
 		},
 		"a node-level fault: the GPU workers on that node only; CPU workers and other nodes untouched": {
 			workers: []corev1.Pod{
@@ -246,8 +251,8 @@ func TestGPUFaults(t *testing.T) {
 			},
 			faultyNodes: faulty,
 			want: []sv.Replacement{
-				{"w-0", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"},
-				{"w-2", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"},
+				{"w-0", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)", time.Time{}},
+				{"w-2", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)", time.Time{}},
 			},
 		},
 		"a GPU request without a limit counts": {
@@ -255,7 +260,7 @@ func TestGPUFaults(t *testing.T) {
 				p.Spec.Containers[0].Resources = corev1.ResourceRequirements{Requests: corev1.ResourceList{gpu.Resource: resource.MustParse("2")}}
 			})},
 			faultyNodes: faulty,
-			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)"}},
+			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a has a GPU fault: XidCriticalError=True (XID 79 on GPU 2)", time.Time{}}},
 		},
 		"a worker not yet scheduled is on no node": {
 			workers:     []corev1.Pod{gpuPod("w", "")},
@@ -264,11 +269,11 @@ func TestGPUFaults(t *testing.T) {
 		"the pod's condition is preferred to its node's fault": {
 			workers:     []corev1.Pod{gpuPod("w", "gpu-a", gpuCondition(corev1.ConditionFalse, "UncorrectableECC", "GPU GPU-1: 3 volatile uncorrectable ECC errors"))},
 			faultyNodes: faulty,
-			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a, UncorrectableECC: GPU GPU-1: 3 volatile uncorrectable ECC errors"}},
+			want:        []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-a, UncorrectableECC: GPU GPU-1: 3 volatile uncorrectable ECC errors", now.Add(-2 * time.Second)}},
 		},
 		"a long message is cut": {
 			workers: []corev1.Pod{gpuPod("w", "gpu-b", gpuCondition(corev1.ConditionFalse, "Xid", strings.Repeat("é", 400)))},
-			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, Xid: " + strings.Repeat("é", 256) + "…"}},
+			want:    []sv.Replacement{{"w", sv.GPUUnhealthy, "node gpu-b, Xid: " + strings.Repeat("é", 256) + "…", now.Add(-2 * time.Second)}},
 		},
 	}
 	for name, tc := range cases {

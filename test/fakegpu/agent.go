@@ -47,6 +47,8 @@ type Agent struct {
 	// Name is its part name in the cluster (its log is Cluster.LogPath(Name)).
 	Name    string
 	Kubelet *Kubelet
+	// MetricsAddress is the host:port of its Prometheus endpoint (/metrics).
+	MetricsAddress string
 
 	c       *cluster.Cluster
 	control string
@@ -107,7 +109,7 @@ func Start(ctx context.Context, c *cluster.Cluster, o Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{
-		Name: "fake-gpu-agent-" + o.Node, Kubelet: kubelet, c: c,
+		Name: "fake-gpu-agent-" + o.Node, Kubelet: kubelet, c: c, MetricsAddress: fmt.Sprintf("127.0.0.1:%d", metrics),
 		control: fmt.Sprintf("http://127.0.0.1:%d", control), hc: &http.Client{Timeout: 5 * time.Second},
 	}
 	args := append([]string{

@@ -1,0 +1,394 @@
+package cost
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+)
+
+// Querier is the part of Prometheus' HTTP API the report reads (v1.API has it).
+type Querier interface {
+	Query(ctx context.Context, query string, ts time.Time, opts ...v1.Option) (model.Value, v1.Warnings, error)
+	QueryRange(ctx context.Context, query string, r v1.Range, opts ...v1.Option) (model.Value, v1.Warnings, error)
+}
+
+// Options are what a report covers.
+type Options struct {
+	Since, Until time.Time
+	By           string
+	// Prices is where the prices come from: PricedByTable, PricedByOpenCost, or "" (auto): OpenCost's
+	// node_gpu_hourly_cost when this Prometheus has it for the range and for the nodes the GPU agent
+	// reports, else the table.
+	Prices string
+	// OpenCostCurrency is the currency of OpenCost's prices (its CURRENCY_CODE; default USD).
+	OpenCostCurrency string
+	// Progress, when set, is told before each query: its number, the number of queries, what it reads.
+	Progress func(n, of int, what string)
+}
+
+// ErrNoData is returned when the range holds no GPU usage at all.
+var ErrNoData = errors.New("no GPU usage recorded")
+
+// The queries. Each is evaluated once, at Until, over the whole range, by the labels that identify
+// a fleet's GPU series; the grouping is done here, so that every --by reads the same numbers.
+// Utilization is the mean of the GPU agent's samples of the GPUs a fleet held
+// (sum_over_time / count_over_time): a GPU sampled more often does not weigh more than the time it
+// ran, and no scrape interval needs to be known.
+const (
+	queryGPUSeconds = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[%s]))`
+	queryGPUCost    = `sum by (namespace, fleet, cost_center, gpu_product, currency) (increase(agentfleet_gpu_cost_total[%s]))`
+	queryUtilSum    = `sum by (namespace, fleet) (sum_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
+	queryUtilCount  = `sum by (namespace, fleet) (count_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
+	queryDailyCost  = `sum by (namespace, fleet, cost_center) (increase(agentfleet_gpu_cost_total[1d]))`
+
+	// OpenCost prices a node's GPU per hour; the GPU agents say which product each node has (NVML's
+	// name, which GPU feature discovery's nvidia.com/gpu.product spells with dashes for spaces). A
+	// product's price is the mean over its nodes and over the range.
+	queryOpenCostPresent = `count(count_over_time(node_gpu_hourly_cost[%s]))`
+	queryOpenCostPrice   = `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s])))`
+	queryDailySeconds    = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`
+)
+
+// Accepted Options.Prices values, "" (auto) aside.
+var PriceSources = []string{PricedByTable, PricedByOpenCost}
+
+const day = 24 * time.Hour
+
+// Compute reads a report from Prometheus.
+func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
+	if !slices.Contains(GroupBys, o.By) {
+		return Report{}, fmt.Errorf("unknown group %q: one of %s", o.By, strings.Join(GroupBys, ", "))
+	}
+	if o.Prices != "" && !slices.Contains(PriceSources, o.Prices) {
+		return Report{}, fmt.Errorf("unknown price source %q: one of %s", o.Prices, strings.Join(PriceSources, ", "))
+	}
+	if !o.Since.Before(o.Until) {
+		return Report{}, fmt.Errorf("empty range: %s is not before %s", o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
+	}
+	rng := model.Duration(o.Until.Sub(o.Since).Truncate(time.Second)).String()
+	step, of := 0, 6
+	progress := func(what string) {
+		step++
+		if o.Progress != nil {
+			o.Progress(step, of, what)
+		}
+	}
+	read := func(what, query string) (model.Vector, error) {
+		progress(what)
+		v, err := instant(ctx, q, query, o.Until)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", what, err)
+		}
+		return v, nil
+	}
+	seconds, err := read("GPU-seconds", fmt.Sprintf(queryGPUSeconds, rng))
+	if err != nil {
+		return Report{}, err
+	}
+	if len(seconds) == 0 {
+		return Report{}, fmt.Errorf("%w from %s to %s: no agentfleet_gpu_seconds_total series in that range (does this Prometheus scrape the AgentFleet operator?)",
+			ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
+	}
+	utilSum, err := read("GPU utilization", fmt.Sprintf(queryUtilSum, rng))
+	if err != nil {
+		return Report{}, err
+	}
+	utilCount, err := read("GPU utilization samples", fmt.Sprintf(queryUtilCount, rng))
+	if err != nil {
+		return Report{}, err
+	}
+	openCost, err := openCostPrices(ctx, q, o, rng, read)
+	if err != nil {
+		return Report{}, err
+	}
+	var costs model.Vector
+	var daily model.Matrix
+	if openCost == nil {
+		if costs, err = read("GPU cost", fmt.Sprintf(queryGPUCost, rng)); err != nil {
+			return Report{}, err
+		}
+		progress("daily cost")
+		if daily, err = dailyRange(ctx, q, queryDailyCost, o); err != nil {
+			return Report{}, fmt.Errorf("reading the daily cost: %w", err)
+		}
+	} else {
+		currency := cmp.Or(o.OpenCostCurrency, "USD")
+		costs = openCost.price(seconds, currency)
+		progress("daily GPU-seconds")
+		secondsByDay, err := dailyRange(ctx, q, queryDailySeconds, o)
+		if err != nil {
+			return Report{}, fmt.Errorf("reading the daily GPU-seconds: %w", err)
+		}
+		daily = openCost.priceDaily(secondsByDay)
+	}
+	r, err := assemble(o, seconds, costs, utilSum, utilCount, daily)
+	r.PricedBy = PricedByTable
+	if openCost != nil {
+		r.PricedBy = PricedByOpenCost
+	}
+	return r, err
+}
+
+// productPrices are GPU products' prices per GPU-hour.
+type productPrices map[string]float64
+
+// openCostPrices reads OpenCost's prices per product, or nil when the report is priced by the
+// table: asked for, or, in auto, when this Prometheus has no node_gpu_hourly_cost for the GPU
+// agents' nodes in the range.
+func openCostPrices(ctx context.Context, q Querier, o Options, rng string, read func(what, query string) (model.Vector, error)) (productPrices, error) {
+	if o.Prices == PricedByTable {
+		return nil, nil
+	}
+	present, err := read("OpenCost's GPU prices", fmt.Sprintf(queryOpenCostPresent, rng))
+	if err != nil {
+		return nil, err
+	}
+	if len(present) == 0 || present[0].Value == 0 {
+		if o.Prices == PricedByOpenCost {
+			return nil, fmt.Errorf("no OpenCost node_gpu_hourly_cost in the range: does this Prometheus scrape OpenCost?")
+		}
+		return nil, nil
+	}
+	v, err := instant(ctx, q, fmt.Sprintf(queryOpenCostPrice, rng), o.Until)
+	if err != nil {
+		return nil, fmt.Errorf("reading OpenCost's GPU prices per product: %w", err)
+	}
+	prices := productPrices{}
+	for _, s := range v {
+		prices[strings.ReplaceAll(string(s.Metric["product"]), " ", "-")] = float64(s.Value)
+	}
+	if len(prices) == 0 {
+		if o.Prices == PricedByOpenCost {
+			return nil, fmt.Errorf("OpenCost's node_gpu_hourly_cost names no node the GPU agents report (agentfleet_gpu_memory_total_bytes): the GPU product of its nodes is unknown")
+		}
+		return nil, nil
+	}
+	return prices, nil
+}
+
+// price turns GPU-seconds into a cost vector like queryGPUCost's; unpriced products have no sample.
+func (p productPrices) price(seconds model.Vector, currency string) model.Vector {
+	var costs model.Vector
+	for _, s := range seconds {
+		hourly, ok := p[string(s.Metric["gpu_product"])]
+		if !ok {
+			continue
+		}
+		m := s.Metric.Clone()
+		m["currency"] = model.LabelValue(currency)
+		costs = append(costs, &model.Sample{Metric: m, Value: model.SampleValue(float64(s.Value) / 3600 * hourly), Timestamp: s.Timestamp})
+	}
+	return costs
+}
+
+// priceDaily turns daily GPU-seconds by product into daily costs.
+func (p productPrices) priceDaily(seconds model.Matrix) model.Matrix {
+	var out model.Matrix
+	for _, s := range seconds {
+		hourly, ok := p[string(s.Metric["gpu_product"])]
+		if !ok {
+			continue
+		}
+		c := &model.SampleStream{Metric: s.Metric}
+		for _, v := range s.Values {
+			c.Values = append(c.Values, model.SamplePair{Timestamp: v.Timestamp, Value: model.SampleValue(float64(v.Value) / 3600 * hourly)})
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func instant(ctx context.Context, q Querier, query string, at time.Time) (model.Vector, error) {
+	v, _, err := q.Query(ctx, query, at)
+	if err != nil {
+		return nil, err
+	}
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, fmt.Errorf("query %s: got a %s, want a vector", query, v.Type())
+	}
+	return vec, nil
+}
+
+// dailyRange evaluates a query at the end of each whole UTC day the range touches: with a [1d]
+// range, each point is the day before it.
+func dailyRange(ctx context.Context, q Querier, query string, o Options) (model.Matrix, error) {
+	first := o.Since.UTC().Truncate(day)
+	last := o.Until.Add(-time.Nanosecond).UTC().Truncate(day)
+	v, _, err := q.QueryRange(ctx, query, v1.Range{Start: first.Add(day), End: last.Add(day), Step: day})
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(model.Matrix)
+	if !ok {
+		return nil, fmt.Errorf("got a %s, want a matrix", v.Type())
+	}
+	return m, nil
+}
+
+type fleetKey struct{ namespace, fleet string }
+
+// assemble groups the per-fleet results into a report. It is pure: the tests feed it vectors.
+func assemble(o Options, seconds, costs, utilSum, utilCount model.Vector, daily model.Matrix) (Report, error) {
+	r := Report{Since: o.Since, Until: o.Until, By: o.By}
+	rows := map[string]*Row{}
+	row := func(g string) *Row {
+		if rows[g] == nil {
+			rows[g] = &Row{Group: g}
+		}
+		return rows[g]
+	}
+	group := func(m model.Metric) string {
+		switch o.By {
+		case ByNamespace:
+			return string(m["namespace"])
+		case ByFleet:
+			return string(m["namespace"]) + "/" + string(m["fleet"])
+		}
+		return string(m["cost_center"])
+	}
+	// A fleet's utilization goes to the group that held most of its GPU-hours (a fleet that changed
+	// cost center within the range is counted under the one it spent longest in).
+	fleetGroup := map[fleetKey]string{}
+	fleetMost := map[fleetKey]float64{}
+	fleetSeconds := map[fleetKey]float64{}
+	priced := map[string]bool{} // series (without currency) that have a cost
+	currencies := map[string]bool{}
+	for _, s := range costs {
+		currencies[string(s.Metric["currency"])] = true
+		m := s.Metric.Clone()
+		delete(m, "currency")
+		priced[m.String()] = true
+		row(group(s.Metric)).Cost += float64(s.Value)
+	}
+	if len(currencies) > 1 {
+		return Report{}, fmt.Errorf("the costs are in several currencies (%s): a report sums one; make the price table's currency one",
+			strings.Join(slices.Sorted(maps.Keys(currencies)), ", "))
+	}
+	for c := range currencies {
+		r.Currency = c
+	}
+	unpriced := map[string]float64{}
+	for _, s := range seconds {
+		g := group(s.Metric)
+		hours := float64(s.Value) / 3600
+		row(g).GPUHours += hours
+		if !priced[s.Metric.String()] {
+			row(g).UnpricedGPUHours += hours
+			unpriced[string(s.Metric["gpu_product"])] += hours
+		}
+		k := fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}
+		fleetSeconds[k] += float64(s.Value)
+		if _, seen := fleetGroup[k]; !seen || hours > fleetMost[k] {
+			fleetGroup[k], fleetMost[k] = g, hours
+		}
+	}
+	type util struct{ sum, count float64 }
+	utils := map[string]*util{}
+	var total util
+	counts := map[fleetKey]float64{}
+	for _, s := range utilCount {
+		counts[fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}] = float64(s.Value)
+	}
+	for _, s := range utilSum {
+		k := fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}
+		g, ok := fleetGroup[k]
+		if !ok || counts[k] == 0 {
+			continue // samples of a fleet with no GPU-seconds in range: nothing to compare them with
+		}
+		if utils[g] == nil {
+			utils[g] = &util{}
+		}
+		utils[g].sum += float64(s.Value)
+		utils[g].count += counts[k]
+		total.sum += float64(s.Value)
+		total.count += counts[k]
+	}
+	// A group's utilization is known only when the agent reports every GPU fleet in it: the mean of
+	// some of its fleets would pass for the group's.
+	partial := map[string]bool{}
+	for k, g := range fleetGroup {
+		if counts[k] == 0 && fleetSeconds[k] > 0 {
+			partial[g] = true
+		}
+	}
+	r.UtilizationKnown = total.count > 0
+	r.Total.Group = "TOTAL"
+	for g, rw := range rows {
+		if u := utils[g]; u != nil && !partial[g] {
+			rw.Utilization = ptr(u.sum / u.count)
+			rw.IdleCost = ptr(rw.Cost * (1 - *rw.Utilization))
+			r.Total.IdleCost = ptr(deref(r.Total.IdleCost) + *rw.IdleCost)
+		}
+		r.Total.GPUHours += rw.GPUHours
+		r.Total.Cost += rw.Cost
+		r.Total.UnpricedGPUHours += rw.UnpricedGPUHours
+		r.Rows = append(r.Rows, *rw)
+	}
+	// The total's utilization and idle cost are known only when every group's are: a total of the
+	// known groups alone would pass for the whole.
+	allKnown := total.count > 0
+	for _, rw := range r.Rows {
+		if rw.GPUHours > 0 && rw.Utilization == nil {
+			allKnown = false
+		}
+	}
+	if allKnown {
+		r.Total.Utilization = ptr(total.sum / total.count)
+	} else {
+		r.Total.IdleCost = nil
+	}
+	slices.SortFunc(r.Rows, func(a, b Row) int {
+		return cmp.Or(cmp.Compare(b.Cost, a.Cost), cmp.Compare(a.Group, b.Group))
+	})
+	for _, product := range slices.Sorted(maps.Keys(unpriced)) {
+		r.Unpriced = append(r.Unpriced, Unpriced{Product: product, GPUHours: unpriced[product]})
+	}
+	r.Daily = dailySeries(o, r.Rows, daily, group)
+	return r, nil
+}
+
+// dailySeries is a series per row, in the rows' order, with a point for every UTC day the range
+// touches.
+func dailySeries(o Options, rows []Row, daily model.Matrix, group func(model.Metric) string) []Series {
+	var days []time.Time
+	for d := o.Since.UTC().Truncate(day); d.Before(o.Until); d = d.Add(day) {
+		days = append(days, d)
+	}
+	costs := map[string]map[time.Time]float64{}
+	for _, s := range daily {
+		g := group(s.Metric)
+		if costs[g] == nil {
+			costs[g] = map[time.Time]float64{}
+		}
+		for _, p := range s.Values {
+			costs[g][p.Timestamp.Time().UTC().Add(-day)] += float64(p.Value) // several products of a group add up
+		}
+	}
+	series := make([]Series, 0, len(rows))
+	for _, rw := range rows {
+		s := Series{Group: rw.Group, Points: make([]Point, len(days))}
+		for i, d := range days {
+			s.Points[i] = Point{Day: d, Cost: costs[rw.Group][d]}
+		}
+		series = append(series, s)
+	}
+	return series
+}
+
+func ptr(v float64) *float64 { return &v }
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
