@@ -322,7 +322,8 @@ fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
 
 BENCH_WORKERS ?= 1000
 .PHONY: bench
-bench: bins ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers, and XID-to-condition and condition-to-replacement latency, on the local cluster.
+bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus.
 	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
 	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
 	go run ./test/bench/gpuhealth --injections 10
+	go run ./test/bench/cost --fleets 500 --days 30 --interval 5m

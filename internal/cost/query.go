@@ -8,10 +8,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"golang.org/x/sync/errgroup"
 )
 
 // Querier is the part of Prometheus' HTTP API the report reads (v1.API has it).
@@ -53,8 +55,10 @@ const (
 	// name, which GPU feature discovery's nvidia.com/gpu.product spells with dashes for spaces). A
 	// product's price is the mean over its nodes and over the range.
 	queryOpenCostPresent = `count(count_over_time(node_gpu_hourly_cost[%s]))`
-	queryOpenCostPrice   = `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s])))`
-	queryDailySeconds    = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`
+	// topk by node: a node the agents report under two names (mixed GPUs) is priced as one of them,
+	// rather than failing the join.
+	queryOpenCostPrice = `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s]))))`
+	queryDailySeconds  = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`
 )
 
 // Accepted Options.Prices values, "" (auto) aside.
@@ -62,7 +66,8 @@ var PriceSources = []string{PricedByTable, PricedByOpenCost}
 
 const day = 24 * time.Hour
 
-// Compute reads a report from Prometheus.
+// Compute reads a report from Prometheus. Its queries run at once, in two rounds: the GPU-seconds,
+// the utilization and OpenCost's prices; then the costs, by the table or by OpenCost.
 func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 	if !slices.Contains(GroupBys, o.By) {
 		return Report{}, fmt.Errorf("unknown group %q: one of %s", o.By, strings.Join(GroupBys, ", "))
@@ -74,105 +79,120 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		return Report{}, fmt.Errorf("empty range: %s is not before %s", o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 	}
 	rng := model.Duration(o.Until.Sub(o.Since).Truncate(time.Second)).String()
-	step, of := 0, 6
-	progress := func(what string) {
-		step++
-		if o.Progress != nil {
-			o.Progress(step, of, what)
-		}
+	p := &progress{report: o.Progress, of: 5}
+	if o.Prices != PricedByTable {
+		p.of++
 	}
-	read := func(what, query string) (model.Vector, error) {
-		progress(what)
-		v, err := instant(ctx, q, query, o.Until)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", what, err)
-		}
-		return v, nil
+
+	var seconds, utilSum, utilCount, ocPrices model.Vector
+	round := []query{
+		{"GPU-seconds", fmt.Sprintf(queryGPUSeconds, rng), &seconds},
+		{"GPU utilization", fmt.Sprintf(queryUtilSum, rng), &utilSum},
+		{"GPU utilization samples", fmt.Sprintf(queryUtilCount, rng), &utilCount},
 	}
-	seconds, err := read("GPU-seconds", fmt.Sprintf(queryGPUSeconds, rng))
-	if err != nil {
+	if o.Prices != PricedByTable {
+		round = append(round, query{"OpenCost's GPU prices", fmt.Sprintf(queryOpenCostPrice, rng), &ocPrices})
+	}
+	if err := runQueries(ctx, q, o, p, round); err != nil {
 		return Report{}, err
 	}
 	if len(seconds) == 0 {
 		return Report{}, fmt.Errorf("%w from %s to %s: no agentfleet_gpu_seconds_total series in that range (does this Prometheus scrape the AgentFleet operator?)",
 			ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 	}
-	utilSum, err := read("GPU utilization", fmt.Sprintf(queryUtilSum, rng))
-	if err != nil {
-		return Report{}, err
+	openCost := productPrices{}
+	for _, s := range ocPrices {
+		openCost[strings.ReplaceAll(string(s.Metric["product"]), " ", "-")] = float64(s.Value)
 	}
-	utilCount, err := read("GPU utilization samples", fmt.Sprintf(queryUtilCount, rng))
-	if err != nil {
-		return Report{}, err
+	if o.Prices == PricedByOpenCost && len(openCost) == 0 {
+		return Report{}, openCostMissing(ctx, q, o, rng)
 	}
-	openCost, err := openCostPrices(ctx, q, o, rng, read)
-	if err != nil {
-		return Report{}, err
-	}
+
 	var costs model.Vector
 	var daily model.Matrix
-	if openCost == nil {
-		if costs, err = read("GPU cost", fmt.Sprintf(queryGPUCost, rng)); err != nil {
+	if len(openCost) == 0 {
+		if err := runQueries(ctx, q, o, p, []query{
+			{"GPU cost", fmt.Sprintf(queryGPUCost, rng), &costs},
+			{"daily cost", queryDailyCost, &daily},
+		}); err != nil {
 			return Report{}, err
 		}
-		progress("daily cost")
-		if daily, err = dailyRange(ctx, q, queryDailyCost, o); err != nil {
-			return Report{}, fmt.Errorf("reading the daily cost: %w", err)
-		}
 	} else {
-		currency := cmp.Or(o.OpenCostCurrency, "USD")
-		costs = openCost.price(seconds, currency)
-		progress("daily GPU-seconds")
-		secondsByDay, err := dailyRange(ctx, q, queryDailySeconds, o)
-		if err != nil {
-			return Report{}, fmt.Errorf("reading the daily GPU-seconds: %w", err)
+		var secondsByDay model.Matrix
+		if err := runQueries(ctx, q, o, p, []query{{"daily GPU-seconds", queryDailySeconds, &secondsByDay}}); err != nil {
+			return Report{}, err
 		}
+		costs = openCost.price(seconds, cmp.Or(o.OpenCostCurrency, "USD"))
 		daily = openCost.priceDaily(secondsByDay)
 	}
 	r, err := assemble(o, seconds, costs, utilSum, utilCount, daily)
 	r.PricedBy = PricedByTable
-	if openCost != nil {
+	if len(openCost) > 0 {
 		r.PricedBy = PricedByOpenCost
 	}
 	return r, err
 }
 
-// productPrices are GPU products' prices per GPU-hour.
-type productPrices map[string]float64
+// query is one PromQL query and where its result goes: a *model.Vector is an instant query at Until,
+// a *model.Matrix a query at the end of each UTC day of the range (dailyRange).
+type query struct {
+	what, promql string
+	into         any
+}
 
-// openCostPrices reads OpenCost's prices per product, or nil when the report is priced by the
-// table: asked for, or, in auto, when this Prometheus has no node_gpu_hourly_cost for the GPU
-// agents' nodes in the range.
-func openCostPrices(ctx context.Context, q Querier, o Options, rng string, read func(what, query string) (model.Vector, error)) (productPrices, error) {
-	if o.Prices == PricedByTable {
-		return nil, nil
+// progress tells how many of the report's queries are done.
+type progress struct {
+	mu       sync.Mutex
+	report   func(n, of int, what string)
+	done, of int
+}
+
+func (p *progress) finished(what string) {
+	if p.report == nil {
+		return
 	}
-	present, err := read("OpenCost's GPU prices", fmt.Sprintf(queryOpenCostPresent, rng))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done++
+	p.report(p.done, max(p.of, p.done), what)
+}
+
+// runQueries runs queries at once; the first error cancels the others.
+func runQueries(ctx context.Context, q Querier, o Options, p *progress, queries []query) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, qr := range queries {
+		g.Go(func() error {
+			var err error
+			switch into := qr.into.(type) {
+			case *model.Vector:
+				*into, err = instant(ctx, q, qr.promql, o.Until)
+			case *model.Matrix:
+				*into, err = dailyRange(ctx, q, qr.promql, o)
+			}
+			if err != nil {
+				return fmt.Errorf("reading %s: %w", qr.what, err)
+			}
+			p.finished(qr.what)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// openCostMissing says why OpenCost, asked for, priced nothing.
+func openCostMissing(ctx context.Context, q Querier, o Options, rng string) error {
+	present, err := instant(ctx, q, fmt.Sprintf(queryOpenCostPresent, rng), o.Until)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("reading OpenCost's node_gpu_hourly_cost: %w", err)
 	}
 	if len(present) == 0 || present[0].Value == 0 {
-		if o.Prices == PricedByOpenCost {
-			return nil, fmt.Errorf("no OpenCost node_gpu_hourly_cost in the range: does this Prometheus scrape OpenCost?")
-		}
-		return nil, nil
+		return fmt.Errorf("no OpenCost node_gpu_hourly_cost in the range: does this Prometheus scrape OpenCost?")
 	}
-	v, err := instant(ctx, q, fmt.Sprintf(queryOpenCostPrice, rng), o.Until)
-	if err != nil {
-		return nil, fmt.Errorf("reading OpenCost's GPU prices per product: %w", err)
-	}
-	prices := productPrices{}
-	for _, s := range v {
-		prices[strings.ReplaceAll(string(s.Metric["product"]), " ", "-")] = float64(s.Value)
-	}
-	if len(prices) == 0 {
-		if o.Prices == PricedByOpenCost {
-			return nil, fmt.Errorf("OpenCost's node_gpu_hourly_cost names no node the GPU agents report (agentfleet_gpu_memory_total_bytes): the GPU product of its nodes is unknown")
-		}
-		return nil, nil
-	}
-	return prices, nil
+	return fmt.Errorf("OpenCost's node_gpu_hourly_cost names no node the GPU agents report (agentfleet_gpu_memory_total_bytes): the GPU product of its nodes is unknown")
 }
+
+// productPrices are GPU products' prices per GPU-hour.
+type productPrices map[string]float64
 
 // price turns GPU-seconds into a cost vector like queryGPUCost's; unpriced products have no sample.
 func (p productPrices) price(seconds model.Vector, currency string) model.Vector {

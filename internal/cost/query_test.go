@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 // fakeProm answers each query from a table keyed by the query's text, and records the queries.
 type fakeProm struct {
+	mu      sync.Mutex // the report's queries run at once
 	instant map[string]model.Vector
 	daily   model.Matrix
 	err     error
@@ -23,6 +25,8 @@ type fakeProm struct {
 }
 
 func (f *fakeProm) Query(_ context.Context, q string, _ time.Time, _ ...v1.Option) (model.Value, v1.Warnings, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.asked = append(f.asked, q)
 	if f.err != nil {
 		return nil, nil, f.err
@@ -31,6 +35,8 @@ func (f *fakeProm) Query(_ context.Context, q string, _ time.Time, _ ...v1.Optio
 }
 
 func (f *fakeProm) QueryRange(_ context.Context, q string, r v1.Range, _ ...v1.Option) (model.Value, v1.Warnings, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.asked = append(f.asked, q)
 	f.rng = r
 	return f.daily, nil, nil
@@ -148,7 +154,7 @@ func TestComputeErrors(t *testing.T) {
 		"no usage in range": {&fakeProm{instant: map[string]model.Vector{}}, Options{Since: until.Add(-day), Until: until, By: ByFleet},
 			"no GPU usage recorded from 2026-11-26T12:00:00Z to 2026-11-27T12:00:00Z: no agentfleet_gpu_seconds_total series"},
 		"Prometheus fails": {&fakeProm{err: errors.New("connection refused")}, Options{Since: until.Add(-day), Until: until, By: ByFleet},
-			"reading GPU-seconds: connection refused"},
+			": connection refused"},
 		"OpenCost asked for, none in range": {&fakeProm{instant: map[string]model.Vector{
 			fmt.Sprintf(queryGPUSeconds, "1d"): {sample(1, "namespace", "a", "fleet", "b")},
 		}}, Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: PricedByOpenCost}, "no OpenCost node_gpu_hourly_cost in the range"},
