@@ -13,7 +13,17 @@
 //   - AnnotationActionRepeats: how many times in a row the same action was taken (0 when idle);
 //   - AnnotationLastStepTime: the time of the last step, in TimeFormat (absent before the first).
 //
-// The counts are decimal integers. The operator replaces a worker whose Lease is not renewed, or
+// and, from clients that report what their tasks came to (all optional; absent means not reported):
+//
+//   - AnnotationTasksSucceeded, AnnotationTasksFailed: the tasks finished since the worker started,
+//     by outcome;
+//   - AnnotationTokensIn, AnnotationTokensOut: the model's input and output tokens since the worker
+//     started;
+//   - AnnotationTaskTokens: the tokens (in and out) of the current task (0 when idle);
+//   - AnnotationTaskStarted: when the current task started, in TimeFormat (absent when idle).
+//
+// The counts are decimal integers. The cumulative ones restart at 0 with each worker (each pod): the
+// operator accounts their increases, as Prometheus does a counter's, and keeps a replaced worker's. The operator replaces a worker whose Lease is not renewed, or
 // that is working without a step, for the fleet's progressDeadlineSeconds (stalled), and one whose
 // action-repeats reaches maxRepeatedActions or task-steps reaches maxStepsPerTask (looping). Those
 // limits and their defaults are fields of the AgentFleet API (api/v1alpha1.HeartbeatSpec).
@@ -36,6 +46,13 @@ const (
 	AnnotationTaskSteps     = "agentfleet.dev/task-steps"
 	AnnotationActionRepeats = "agentfleet.dev/action-repeats"
 	AnnotationLastStepTime  = "agentfleet.dev/last-step-time"
+
+	AnnotationTasksSucceeded = "agentfleet.dev/tasks-succeeded"
+	AnnotationTasksFailed    = "agentfleet.dev/tasks-failed"
+	AnnotationTokensIn       = "agentfleet.dev/tokens-in"
+	AnnotationTokensOut      = "agentfleet.dev/tokens-out"
+	AnnotationTaskTokens     = "agentfleet.dev/task-tokens"
+	AnnotationTaskStarted    = "agentfleet.dev/task-started"
 )
 
 // The values of AnnotationState. Only a working agent can stall for lack of steps: an idle one
@@ -45,7 +62,8 @@ const (
 	StateWorking = "working"
 )
 
-// TimeFormat is the format of AnnotationLastStepTime: RFC 3339, in UTC, with fractional seconds.
+// TimeFormat is the format of AnnotationLastStepTime and AnnotationTaskStarted: RFC 3339, in UTC,
+// with fractional seconds.
 const TimeFormat = time.RFC3339Nano
 
 // The environment the operator gives every agent container (the interval only to workers, and

@@ -5,15 +5,17 @@
     hb = Heartbeat.from_env()   # AGENTFLEET_FLEET, AGENTFLEET_NAMESPACE, AGENTFLEET_POD_NAME, AGENTFLEET_HEARTBEAT_INTERVAL
     hb.start()                  # keeps the Lease renewed from a daemon thread
     hb.step("search: kubernetes leases")  # at every step of a task
-    hb.idle()                   # when the task is done
+    hb.tokens(1200, 350)        # the model's tokens, as they are used (optional)
+    hb.task_done(ok=True)       # when the task is done, with its outcome (or hb.idle(): no outcome)
 
 Each worker keeps a coordination.k8s.io/v1 Lease named after its pod, labelled with its fleet, renewed
 at least every interval, with its state, step counts, how many times in a row the same action was
 taken (actions are compared by their SHA-256) and the time of its last step. The operator replaces
 workers whose Lease goes stale (stalled) or whose counts pass the fleet's limits (looping).
 
-Writes are coalesced as in the Go client (sdk/go/heartbeat): a step is written at once when the last
-write is an interval old or when it starts a task, otherwise with the next renewal.
+Writes are coalesced as in the Go client (sdk/go/heartbeat): a step or tokens are written at once
+when the last write is an interval old or when the step starts a task, otherwise with the next
+renewal; a task's end is written at once. Task outcomes and tokens are annotated once reported.
 """
 
 import datetime
@@ -33,6 +35,12 @@ ANNOTATION_STEPS = "agentfleet.dev/steps"
 ANNOTATION_TASK_STEPS = "agentfleet.dev/task-steps"
 ANNOTATION_ACTION_REPEATS = "agentfleet.dev/action-repeats"
 ANNOTATION_LAST_STEP_TIME = "agentfleet.dev/last-step-time"
+ANNOTATION_TASKS_SUCCEEDED = "agentfleet.dev/tasks-succeeded"
+ANNOTATION_TASKS_FAILED = "agentfleet.dev/tasks-failed"
+ANNOTATION_TOKENS_IN = "agentfleet.dev/tokens-in"
+ANNOTATION_TOKENS_OUT = "agentfleet.dev/tokens-out"
+ANNOTATION_TASK_TOKENS = "agentfleet.dev/task-tokens"
+ANNOTATION_TASK_STARTED = "agentfleet.dev/task-started"
 STATE_IDLE = "idle"
 STATE_WORKING = "working"
 ENV_FLEET = "AGENTFLEET_FLEET"
@@ -70,6 +78,10 @@ class Heartbeat:
         self._last_action = None
         self._last_step = None
         self._last_write = None
+        self._task_started = None
+        self._tasks = None  # [succeeded, failed] once an outcome was reported
+        self._tokens = None  # [in, out] once tokens were reported
+        self._task_tokens = 0
         self._lease = None
         self.writes = 0
 
@@ -107,6 +119,7 @@ class Heartbeat:
                 self._repeats = 1
             if starts_task:
                 self._task_steps = 0
+                self._task_started = _now()
             self._state, self._last_action = STATE_WORKING, digest
             self._steps += 1
             self._task_steps += 1
@@ -117,12 +130,39 @@ class Heartbeat:
             self._write()
 
     def idle(self):
-        """Records that the current task is done."""
+        """Records that the current task is done, without an outcome."""
         with self._lock:
             if self._state == STATE_IDLE:
                 return
-            self._state, self._task_steps, self._repeats, self._last_action = STATE_IDLE, 0, 0, None
+            self._end_task()
         self._write()
+
+    def task_done(self, ok):
+        """Records that the current task is done, succeeded (ok) or failed; the worker is idle."""
+        with self._lock:
+            if self._tasks is None:
+                self._tasks = [0, 0]
+            self._tasks[0 if ok else 1] += 1
+            self._end_task()
+        self._write()
+
+    def tokens(self, input_tokens, output_tokens):
+        """Records model tokens the current task used: input (prompt) and output (completion)."""
+        if input_tokens < 0 or output_tokens < 0:
+            raise ValueError("heartbeat: tokens must not be negative: %d in, %d out" % (input_tokens, output_tokens))
+        with self._lock:
+            if self._tokens is None:
+                self._tokens = [0, 0]
+            self._tokens[0] += input_tokens
+            self._tokens[1] += output_tokens
+            self._task_tokens += input_tokens + output_tokens
+            due = self._last_write is None or (_now() - self._last_write).total_seconds() >= self.interval
+        if due:
+            self._write()
+
+    def _end_task(self):
+        self._state, self._task_steps, self._repeats, self._last_action = STATE_IDLE, 0, 0, None
+        self._task_tokens, self._task_started = 0, None
 
     def _renew(self):
         while not self._stop.wait(self.interval):
@@ -141,6 +181,15 @@ class Heartbeat:
             }
             if self._last_step is not None:
                 annotations[ANNOTATION_LAST_STEP_TIME] = _rfc3339(self._last_step)
+            if self._tasks is not None:
+                annotations[ANNOTATION_TASKS_SUCCEEDED] = str(self._tasks[0])
+                annotations[ANNOTATION_TASKS_FAILED] = str(self._tasks[1])
+            if self._tokens is not None:
+                annotations[ANNOTATION_TOKENS_IN] = str(self._tokens[0])
+                annotations[ANNOTATION_TOKENS_OUT] = str(self._tokens[1])
+                annotations[ANNOTATION_TASK_TOKENS] = str(self._task_tokens)
+            if self._task_started is not None:
+                annotations[ANNOTATION_TASK_STARTED] = _rfc3339(self._task_started)
             now = _now()
             self._last_write = now
             self.writes += 1

@@ -77,5 +77,39 @@ class HeartbeatTest(unittest.TestCase):
         self.assertEqual(len(self.api.writes), before, "steps within the interval must wait for the renewal")
 
 
+    def test_outcomes_and_tokens_are_annotated_once_reported(self):
+        a = self.api.lease.metadata.annotations
+        for key in (hbmod.ANNOTATION_TASKS_SUCCEEDED, hbmod.ANNOTATION_TOKENS_IN, hbmod.ANNOTATION_TASK_STARTED):
+            self.assertNotIn(key, a, "nothing reported yet: absent, not 0")
+        self.hb.step("plan")  # starts a task: written, with its start
+        self.assertIn(hbmod.ANNOTATION_TASK_STARTED, self.api.lease.metadata.annotations)
+        self.hb.tokens(1000, 200)
+        self.hb.tokens(500, 100)
+        self.hb.task_done(ok=True)  # written at once
+        a = self.api.lease.metadata.annotations
+        self.assertEqual((a[hbmod.ANNOTATION_TASKS_SUCCEEDED], a[hbmod.ANNOTATION_TASKS_FAILED], a[hbmod.ANNOTATION_TOKENS_IN],
+                          a[hbmod.ANNOTATION_TOKENS_OUT], a[hbmod.ANNOTATION_TASK_TOKENS], a[hbmod.ANNOTATION_STATE]),
+                         ("1", "0", "1500", "300", "0", hbmod.STATE_IDLE))
+        self.assertNotIn(hbmod.ANNOTATION_TASK_STARTED, a, "idle: no task started")
+        self.hb.step("plan")
+        self.hb.tokens(10, 5)
+        self.hb.task_done(ok=False)
+        a = self.api.lease.metadata.annotations
+        self.assertEqual((a[hbmod.ANNOTATION_TASKS_SUCCEEDED], a[hbmod.ANNOTATION_TASKS_FAILED], a[hbmod.ANNOTATION_TOKENS_IN]), ("1", "1", "1510"))
+
+    def test_tokens_within_an_interval_are_coalesced(self):
+        self.hb.step("one")
+        before = len(self.api.writes)
+        for _ in range(100):
+            self.hb.tokens(10, 1)
+        self.assertEqual(len(self.api.writes), before, "tokens within the interval must wait for the renewal")
+        self.hb._write()
+        self.assertEqual(self.api.lease.metadata.annotations[hbmod.ANNOTATION_TASK_TOKENS], "1100")
+
+    def test_negative_tokens_are_refused(self):
+        with self.assertRaises(ValueError):
+            self.hb.tokens(-1, 0)
+
+
 if __name__ == "__main__":
     unittest.main()

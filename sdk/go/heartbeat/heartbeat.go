@@ -4,7 +4,8 @@
 //	hb, err := heartbeat.FromEnv(clientset) // the AGENTFLEET_* environment the operator sets
 //	err = hb.Start(ctx)                     // writes the Lease; renews it until ctx ends
 //	err = hb.Step(ctx, "search: kubernetes leases") // at every step of a task
-//	err = hb.Idle(ctx)                      // when the task is done
+//	err = hb.Tokens(ctx, 1200, 350)         // the model's tokens, as they are used (optional)
+//	err = hb.TaskDone(ctx, true)            // when the task is done, with its outcome (or Idle: none)
 //
 // Each worker keeps a coordination.k8s.io/v1 Lease named after its pod, labelled with its fleet,
 // renewed at least every interval, with its state, step counts, how many times in a row the same
@@ -18,9 +19,11 @@
 // ctx already done they record the step but write nothing. Nothing is written after every ctx
 // given has ended.
 //
-// Writes are coalesced: a step that starts a task (from idle) and Idle are written at once; any
-// other step is written at once only when the last write is an interval old, and otherwise with
-// the next renewal, so that a worker writes about once per interval however fast it steps.
+// Writes are coalesced: a step that starts a task (from idle), Idle and TaskDone are written at
+// once; any other step, and Tokens, are written at once only when the last write is an interval
+// old, and otherwise with the next renewal, so that a worker writes about once per interval however
+// fast it steps. Task outcomes and tokens are annotated once reported: a client that never reports
+// them leaves them absent, not 0.
 //
 // This package is a module of its own (sdk/go) that depends only on client-go, apimachinery, the
 // Kubernetes API types, k8s.io/utils and the contract, so that an agent built with it does not
@@ -62,9 +65,15 @@ type Client struct {
 	lastAction [32]byte
 	lastStep   time.Time
 	lastWrite  time.Time
-	dirty      bool
-	writes     int64
-	renewing   chan struct{} // closed when the renewals started by Start have stopped
+	// Outcomes and tokens, once reported (reported*).
+	taskStarted                time.Time
+	succeeded, failed          int64
+	tokensIn, tokensOut        int64
+	taskTokens                 int64
+	reportedTasks, reportedTok bool
+	dirty                      bool
+	writes                     int64
+	renewing                   chan struct{} // closed when the renewals started by Start have stopped
 
 	writeMu sync.Mutex            // serialises writes of the Lease
 	lease   *coordinationv1.Lease // as last written
@@ -152,6 +161,7 @@ func (c *Client) Step(ctx context.Context, action string) error {
 	}
 	if startsTask {
 		c.taskSteps = 0
+		c.taskStarted = c.clock.Now()
 	}
 	c.state, c.lastAction = heartbeatapi.StateWorking, h
 	c.steps++
@@ -166,17 +176,57 @@ func (c *Client) Step(ctx context.Context, action string) error {
 	return nil
 }
 
-// Idle records that the current task is done: the worker waits for the next one.
+// Idle records that the current task is done, without an outcome: the worker waits for the next one.
 func (c *Client) Idle(ctx context.Context) error {
 	c.mu.Lock()
 	if c.state == heartbeatapi.StateIdle {
 		c.mu.Unlock()
 		return nil // nothing new: the renewals go on
 	}
-	c.state, c.taskSteps, c.repeats, c.lastAction = heartbeatapi.StateIdle, 0, 0, [32]byte{}
-	c.dirty = true
+	c.endTask()
 	c.mu.Unlock()
 	return c.flush(ctx, false)
+}
+
+// TaskDone records that the current task is done, succeeded (ok) or failed: the worker waits for the
+// next one. The operator counts outcomes per fleet (and judges canaries by them).
+func (c *Client) TaskDone(ctx context.Context, ok bool) error {
+	c.mu.Lock()
+	if ok {
+		c.succeeded++
+	} else {
+		c.failed++
+	}
+	c.reportedTasks = true
+	c.endTask()
+	c.mu.Unlock()
+	return c.flush(ctx, false)
+}
+
+// Tokens records model tokens the current task used: in (prompt) and out (completion). Negative
+// counts are an error.
+func (c *Client) Tokens(ctx context.Context, in, out int) error {
+	if in < 0 || out < 0 {
+		return fmt.Errorf("heartbeat: tokens must not be negative: %d in, %d out", in, out)
+	}
+	c.mu.Lock()
+	c.tokensIn += int64(in)
+	c.tokensOut += int64(out)
+	c.taskTokens += int64(in) + int64(out)
+	c.reportedTok, c.dirty = true, true
+	now := c.clock.Since(c.lastWrite) >= c.interval
+	c.mu.Unlock()
+	if now {
+		return c.flush(ctx, false)
+	}
+	return nil
+}
+
+// endTask returns to idle. Called with mu held.
+func (c *Client) endTask() {
+	c.state, c.taskSteps, c.repeats, c.lastAction = heartbeatapi.StateIdle, 0, 0, [32]byte{}
+	c.taskTokens, c.taskStarted = 0, time.Time{}
+	c.dirty = true
 }
 
 // flush writes the Lease when renew is set or there is something new.
@@ -202,6 +252,18 @@ func (c *Client) flush(ctx context.Context, renew bool) error {
 	}
 	if !c.lastStep.IsZero() {
 		annotations[heartbeatapi.AnnotationLastStepTime] = c.lastStep.UTC().Format(heartbeatapi.TimeFormat)
+	}
+	if c.reportedTasks {
+		annotations[heartbeatapi.AnnotationTasksSucceeded] = strconv.FormatInt(c.succeeded, 10)
+		annotations[heartbeatapi.AnnotationTasksFailed] = strconv.FormatInt(c.failed, 10)
+	}
+	if c.reportedTok {
+		annotations[heartbeatapi.AnnotationTokensIn] = strconv.FormatInt(c.tokensIn, 10)
+		annotations[heartbeatapi.AnnotationTokensOut] = strconv.FormatInt(c.tokensOut, 10)
+		annotations[heartbeatapi.AnnotationTaskTokens] = strconv.FormatInt(c.taskTokens, 10)
+	}
+	if !c.taskStarted.IsZero() {
+		annotations[heartbeatapi.AnnotationTaskStarted] = c.taskStarted.UTC().Format(heartbeatapi.TimeFormat)
 	}
 	c.dirty, c.lastWrite = false, now
 	c.writes++

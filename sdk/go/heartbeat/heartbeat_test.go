@@ -107,6 +107,19 @@ func annotations(state string, steps, taskSteps, repeats int, lastStep *time.Tim
 
 func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
 
+// started adds the task's start to annotations.
+func started(a map[string]string, t *time.Time) map[string]string {
+	return with(a, heartbeatapi.AnnotationTaskStarted, t.Format(heartbeatapi.TimeFormat))
+}
+
+// with adds key, value pairs to annotations.
+func with(a map[string]string, kv ...string) map[string]string {
+	for i := 0; i < len(kv); i += 2 {
+		a[kv[i]] = kv[i+1]
+	}
+	return a
+}
+
 func TestStartWritesTheLease(t *testing.T) {
 	h := newHarness(t)
 	if err := h.hb.Start(t.Context()); err != nil {
@@ -136,6 +149,14 @@ func step(action string) op {
 	return func(ctx context.Context, h *harness) error { return h.hb.Step(ctx, action) }
 }
 
+func done(ok bool) op {
+	return func(ctx context.Context, h *harness) error { return h.hb.TaskDone(ctx, ok) }
+}
+
+func tokens(in, out int) op {
+	return func(ctx context.Context, h *harness) error { return h.hb.Tokens(ctx, in, out) }
+}
+
 func idle() op { return func(ctx context.Context, h *harness) error { return h.hb.Idle(ctx) } }
 
 func wait(d time.Duration) op {
@@ -153,19 +174,19 @@ func TestStepsAndIdle(t *testing.T) {
 	}{
 		"a step from idle starts a task, written at once": {
 			ops: []op{step("a")}, wantWrites: 1,
-			want: annotations(heartbeatapi.StateWorking, 1, 1, 1, at(0)),
+			want: started(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(0)), at(0)),
 		},
 		"the same action again is a repeat": {
 			ops: []op{step("a"), wait(time.Second), step("a"), wait(time.Second), step("a")}, wantWrites: 1,
-			want: annotations(heartbeatapi.StateWorking, 3, 3, 3, at(2*time.Second)),
+			want: started(annotations(heartbeatapi.StateWorking, 3, 3, 3, at(2*time.Second)), at(0)),
 		},
 		"another action ends the run of repeats": {
 			ops: []op{step("a"), step("a"), step("b")}, wantWrites: 1,
-			want: annotations(heartbeatapi.StateWorking, 3, 3, 1, at(0)),
+			want: started(annotations(heartbeatapi.StateWorking, 3, 3, 1, at(0)), at(0)),
 		},
 		"a run of repeats counts from the last change": {
 			ops: []op{step("a"), step("b"), step("b")}, wantWrites: 1,
-			want: annotations(heartbeatapi.StateWorking, 3, 3, 2, at(0)),
+			want: started(annotations(heartbeatapi.StateWorking, 3, 3, 2, at(0)), at(0)),
 		},
 		"idle ends the task, written at once": {
 			ops: []op{step("a"), step("a"), wait(2 * time.Second), idle()}, wantWrites: 2,
@@ -177,7 +198,18 @@ func TestStepsAndIdle(t *testing.T) {
 		},
 		"a step after idle starts a new task, written at once; the same action is no repeat": {
 			ops: []op{step("a"), step("a"), idle(), wait(time.Second), step("a")}, wantWrites: 3,
-			want: annotations(heartbeatapi.StateWorking, 3, 1, 1, at(time.Second)),
+			want: started(annotations(heartbeatapi.StateWorking, 3, 1, 1, at(time.Second)), at(time.Second)),
+		},
+		"a task's outcome ends it, written at once, and outcomes count up": {
+			ops: []op{step("a"), done(true), step("b"), done(false), step("c"), done(true)}, wantWrites: 6,
+			want: with(annotations(heartbeatapi.StateIdle, 3, 0, 0, at(0)),
+				heartbeatapi.AnnotationTasksSucceeded, "2", heartbeatapi.AnnotationTasksFailed, "1"),
+		},
+		"tokens add up, per task and in all, and wait for the renewal": {
+			ops: []op{step("a"), tokens(1000, 200), tokens(500, 100), done(true), wait(time.Second), step("b"), tokens(10, 5)}, wantWrites: 3,
+			want: started(with(annotations(heartbeatapi.StateWorking, 2, 1, 1, at(time.Second)),
+				heartbeatapi.AnnotationTasksSucceeded, "1", heartbeatapi.AnnotationTasksFailed, "0",
+				heartbeatapi.AnnotationTokensIn, "1510", heartbeatapi.AnnotationTokensOut, "305", heartbeatapi.AnnotationTaskTokens, "15"), at(time.Second)),
 		},
 	}
 	for name, tc := range cases {
@@ -214,7 +246,7 @@ func TestAStepFromIdleIsWrittenAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := h.stored()
-	if diff := cmp.Diff(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(3*time.Second)), l.Annotations); diff != "" {
+	if diff := cmp.Diff(started(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(3*time.Second)), at(3*time.Second)), l.Annotations); diff != "" {
 		t.Errorf("annotations (-want +got):\n%s", diff)
 	}
 	if got, want := l.Spec.RenewTime.Time, t0.Add(3*time.Second); !got.Equal(want) {
@@ -242,11 +274,36 @@ func TestStepsWithinAnIntervalAreCoalesced(t *testing.T) {
 		t.Fatalf("writes after 100 steps within an interval = %d, want 2 (Start, the first step)", got)
 	}
 	renewed := h.renewal(100 * time.Millisecond) // the interval ends
-	if diff := cmp.Diff(annotations(heartbeatapi.StateWorking, 100, 100, 1, at(9900*time.Millisecond)), renewed.Annotations); diff != "" {
+	if diff := cmp.Diff(started(annotations(heartbeatapi.StateWorking, 100, 100, 1, at(9900*time.Millisecond)), at(0)), renewed.Annotations); diff != "" {
 		t.Errorf("the renewal (-want +got):\n%s", diff)
 	}
 	if got := h.writes(); got != 3 {
 		t.Errorf("writes = %d, want 3", got)
+	}
+}
+
+// Tokens reported however often add no writes of their own within an interval, and negative ones
+// are refused.
+func TestTokensWithinAnIntervalAreCoalesced(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.hb.Step(ctx, "plan"); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		h.clock.Step(50 * time.Millisecond)
+		if err := h.hb.Tokens(ctx, 10, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := h.writes(); got != 2 {
+		t.Errorf("writes after 100 token reports within an interval = %d, want 2 (Start, the first step)", got)
+	}
+	if err := h.hb.Tokens(ctx, -1, 0); err == nil {
+		t.Error("negative tokens were accepted")
 	}
 }
 
