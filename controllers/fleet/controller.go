@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -44,6 +45,9 @@ type Reconciler struct {
 	GPUFaultConditions []gpunode.FaultCondition
 	// Prices is where the GPU price table comes from; nil means cost.DefaultPrices.
 	Prices PriceSource
+	// priceErr is the price table's last error, logged once (logPriceTable).
+	priceErrMu sync.Mutex
+	priceErr   string
 
 	deps      *dependencyWatches
 	deletions *deletions

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
@@ -50,7 +51,7 @@ func (e *env) gpuWorker(rc *rayv1.RayCluster, node string, gpus int64) string {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: rc.Namespace, Labels: map[string]string{
 			rayutils.RayClusterLabelKey: rc.Name, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup, rayutils.RayNodeTypeLabelKey: string(rayv1.WorkerNode),
-			v1alpha1.LabelFleet: rc.Name, v1alpha1.LabelWorkerHash: rayspecs.WorkerHash(rc),
+			v1alpha1.LabelFleet: rc.Name, v1alpha1.LabelRole: v1alpha1.RoleAgent, v1alpha1.LabelWorkerHash: rayspecs.WorkerHash(rc),
 		}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{ctr}},
 	}
@@ -190,4 +191,71 @@ func TestTheWorkerAffinityAvoidsUnhealthyNodes(t *testing.T) {
 	if !found {
 		t.Errorf("the worker template's required node affinity %+v lacks %+v: replacements could land on the faulty node", aff, want)
 	}
+}
+
+// A fleet that blocks (its prompt gone) while its workers run keeps being metered: the workers of
+// its RayCluster still hold their GPUs.
+func TestABlockedFleetIsStillMetered(t *testing.T) {
+	e := newEnv(t)
+	const product = "NVIDIA-L4"
+	node := e.gpuNode("l4")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "prompts", Namespace: e.ns}, Data: map[string]string{"system.md": "You are helpful."}}
+	e.apply(cm)
+	e.apply(e.fleet("agents").Replicas(2).GPUs(1, product).Prompt("prompts", "system.md").Obj())
+	e.reconcile("agents")
+	rc := e.rayCluster("agents")
+	e.gpuWorker(rc, node, 1)
+	e.gpuWorker(rc, node, 1)
+	e.reconcile("agents")
+	allocated := func() float64 {
+		return gathered(t, "agentfleet_gpus_allocated", map[string]string{"namespace": e.ns, "fleet": "agents", "gpu_product": product})
+	}
+	if got := allocated(); got != 2 {
+		t.Fatalf("agentfleet_gpus_allocated = %g, want 2", got)
+	}
+
+	if err := k8s.Delete(e.ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	e.reconcile("agents")
+	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonPromptNotFound, "")
+	if got := allocated(); got != 2 {
+		t.Errorf("blocked: agentfleet_gpus_allocated = %g, want 2 (the workers still run)", got)
+	}
+	before := gathered(t, "agentfleet_gpu_seconds_total", map[string]string{"namespace": e.ns, "fleet": "agents", "gpu_product": product})
+	// The meter carries the integral to each scrape on the real clock: microseconds pass between
+	// two gathers, and 2 GPUs make them count.
+	if after := gathered(t, "agentfleet_gpu_seconds_total", map[string]string{"namespace": e.ns, "fleet": "agents", "gpu_product": product}); after <= before {
+		t.Errorf("blocked: agentfleet_gpu_seconds_total went from %g to %g, want it rising (2 GPUs held)", before, after)
+	}
+}
+
+// gathered is the value of the series of a metric of the operator's registry whose labels include
+// want (-1 when there is none).
+func gathered(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			found := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+					found++
+				}
+			}
+			if found == len(want) {
+				if m.Counter != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }

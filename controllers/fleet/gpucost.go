@@ -17,6 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/internal/cost"
 )
 
@@ -95,19 +96,31 @@ type gpuMeter struct {
 	mu sync.Mutex
 	// uses are the fleets' current allocations, since the time of the last observation.
 	uses map[types.NamespacedName]fleetUse
-	// totals are the integrals up to each series' last observation. They outlive the fleet (a
-	// counter's last value matters), and are few: a series per fleet, cost center and product.
+	// totals are the integrals up to each series' last observation. They outlive their use by
+	// seriesRetention (a counter's last value must be scraped), then go: a deleted fleet, an old cost
+	// center or product leaves no series behind for good.
 	totals map[gpuSeries]*gpuTotal
 	prices cost.Prices
-	// pricesValid is false while the configured price table cannot be read or parsed.
-	pricesValid bool
+	// pricesRead: a price table was read; pricesValid is false while the configured one cannot be
+	// read or parsed. Nothing is said of the table before it was read (a replica that is not the
+	// leader never reads it).
+	pricesRead, pricesValid bool
+	lastPrune               time.Time
 }
+
+// seriesRetention is how long a GPU series stays exported after its last use: many scrapes, so that
+// Prometheus has its final value.
+const seriesRetention = 15 * time.Minute
 
 type gpuSeries struct{ namespace, fleet, costCenter, product string }
 
 type gpuTotal struct {
 	seconds float64
-	cost    map[string]float64 // by currency
+	// unpriced are the seconds accrued while the product had no price.
+	unpriced float64
+	cost     map[string]float64 // by currency
+	// lastUsed is the last observation that used or declared the series.
+	lastUsed time.Time
 }
 
 type fleetUse struct {
@@ -125,7 +138,7 @@ type gpuUse struct {
 }
 
 func newGPUMeter(c clock.PassiveClock) *gpuMeter {
-	return &gpuMeter{clock: c, uses: map[types.NamespacedName]fleetUse{}, totals: map[gpuSeries]*gpuTotal{}, pricesValid: true}
+	return &gpuMeter{clock: c, uses: map[types.NamespacedName]fleetUse{}, totals: map[gpuSeries]*gpuTotal{}}
 }
 
 var (
@@ -135,6 +148,9 @@ var (
 	descGPUCost = prometheus.NewDesc("agentfleet_gpu_cost_total",
 		"Cost of the GPU-seconds of agentfleet_gpu_seconds_total at the price table's price of the product; unpriced products have no series here (see agentfleet_gpu_unpriced).",
 		[]string{"namespace", "fleet", "cost_center", "gpu_product", "currency"}, nil)
+	descGPUUnpricedSeconds = prometheus.NewDesc("agentfleet_gpu_unpriced_seconds_total",
+		"The part of agentfleet_gpu_seconds_total accrued while the product had no price in the table: not in agentfleet_gpu_cost_total.",
+		[]string{"namespace", "fleet", "cost_center", "gpu_product"}, nil)
 	descGPUUnpriced = prometheus.NewDesc("agentfleet_gpu_unpriced",
 		"GPUs a fleet holds now of a product the price table has no price for: counted in agentfleet_gpu_seconds_total, not in agentfleet_gpu_cost_total.",
 		[]string{"namespace", "fleet", "gpu_product"}, nil)
@@ -156,17 +172,18 @@ func (m *gpuMeter) observe(key types.NamespacedName, costCenter, declared string
 	defer m.mu.Unlock()
 	now := m.clock.Now()
 	m.accrue(key, now)
-	m.prices, m.pricesValid = prices, pricesErr == nil
+	m.prices, m.pricesRead, m.pricesValid = prices, true, pricesErr == nil
 	if declared != "" {
-		m.series(gpuSeries{key.Namespace, key.Name, costCenter, declared}, prices)
+		m.series(gpuSeries{key.Namespace, key.Name, costCenter, declared}, prices, now)
 	}
 	var uses []gpuUse
 	for _, product := range slices.Sorted(maps.Keys(alloc)) {
 		u := gpuUse{series: gpuSeries{key.Namespace, key.Name, costCenter, product}, gpus: alloc[product], currency: prices.Currency}
 		u.hourly, u.priced = prices.GPUHour(product)
-		m.series(u.series, prices)
+		m.series(u.series, prices, now)
 		uses = append(uses, u)
 	}
+	m.prune(now)
 	if len(uses) == 0 {
 		delete(m.uses, key)
 		return
@@ -176,15 +193,35 @@ func (m *gpuMeter) observe(key types.NamespacedName, costCenter, declared string
 
 // series makes sure a series' totals exist: GPU-seconds, and the cost in the table's currency if
 // the product is priced. Called with mu held.
-func (m *gpuMeter) series(s gpuSeries, prices cost.Prices) {
+func (m *gpuMeter) series(s gpuSeries, prices cost.Prices, now time.Time) {
 	t := m.totals[s]
 	if t == nil {
 		t = &gpuTotal{cost: map[string]float64{}}
 		m.totals[s] = t
 	}
+	t.lastUsed = now
 	if _, priced := prices.GPUHour(s.product); priced {
 		if _, ok := t.cost[prices.Currency]; !ok {
 			t.cost[prices.Currency] = 0
+		}
+	}
+}
+
+// prune drops the series unused for seriesRetention, at most once a minute. Called with mu held.
+func (m *gpuMeter) prune(now time.Time) {
+	if now.Sub(m.lastPrune) < time.Minute {
+		return
+	}
+	m.lastPrune = now
+	inUse := map[gpuSeries]bool{}
+	for _, fu := range m.uses {
+		for _, u := range fu.uses {
+			inUse[u.series] = true
+		}
+	}
+	for s, t := range m.totals {
+		if !inUse[s] && now.Sub(t.lastUsed) > seriesRetention {
+			delete(m.totals, s)
 		}
 	}
 }
@@ -207,8 +244,11 @@ func (m *gpuMeter) accrue(key types.NamespacedName, now time.Time) {
 		seconds, cost := u.since(fu.since, now)
 		t := m.totals[u.series]
 		t.seconds += seconds
+		t.lastUsed = now
 		if u.priced {
 			t.cost[u.currency] += cost
+		} else {
+			t.unpriced += seconds
 		}
 	}
 	fu.since = now
@@ -224,7 +264,7 @@ func (u gpuUse) since(from, to time.Time) (seconds, cost float64) {
 
 // Describe sends the descriptors.
 func (m *gpuMeter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descGPUSeconds, descGPUCost, descGPUUnpriced, descGPUPrice, descPriceTableValid} {
+	for _, d := range []*prometheus.Desc{descGPUSeconds, descGPUCost, descGPUUnpricedSeconds, descGPUUnpriced, descGPUPrice, descPriceTableValid} {
 		ch <- d
 	}
 }
@@ -235,9 +275,10 @@ func (m *gpuMeter) Collect(ch chan<- prometheus.Metric) {
 	defer m.mu.Unlock()
 	now := m.clock.Now()
 	seconds := map[gpuSeries]float64{}
+	unpriced := map[gpuSeries]float64{}
 	costs := map[gpuSeries]map[string]float64{}
 	for s, t := range m.totals {
-		seconds[s] = t.seconds
+		seconds[s], unpriced[s] = t.seconds, t.unpriced
 		costs[s] = maps.Clone(t.cost)
 	}
 	for _, fu := range m.uses {
@@ -247,12 +288,14 @@ func (m *gpuMeter) Collect(ch chan<- prometheus.Metric) {
 			if u.priced {
 				costs[u.series][u.currency] += c
 			} else {
+				unpriced[u.series] += sec
 				ch <- prometheus.MustNewConstMetric(descGPUUnpriced, prometheus.GaugeValue, float64(u.gpus), u.series.namespace, u.series.fleet, u.series.product)
 			}
 		}
 	}
 	for s, v := range seconds {
 		ch <- prometheus.MustNewConstMetric(descGPUSeconds, prometheus.CounterValue, v, s.namespace, s.fleet, s.costCenter, s.product)
+		ch <- prometheus.MustNewConstMetric(descGPUUnpricedSeconds, prometheus.CounterValue, unpriced[s], s.namespace, s.fleet, s.costCenter, s.product)
 		for currency, c := range costs[s] {
 			ch <- prometheus.MustNewConstMetric(descGPUCost, prometheus.CounterValue, c, s.namespace, s.fleet, s.costCenter, s.product, currency)
 		}
@@ -261,11 +304,13 @@ func (m *gpuMeter) Collect(ch chan<- prometheus.Metric) {
 		hourly, _ := m.prices.GPUHour(product)
 		ch <- prometheus.MustNewConstMetric(descGPUPrice, prometheus.GaugeValue, hourly, product, m.prices.Currency)
 	}
-	valid := 0.0
-	if m.pricesValid {
-		valid = 1
+	if m.pricesRead {
+		valid := 0.0
+		if m.pricesValid {
+			valid = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descPriceTableValid, prometheus.GaugeValue, valid)
 	}
-	ch <- prometheus.MustNewConstMetric(descPriceTableValid, prometheus.GaugeValue, valid)
 }
 
 // meterGPUs records the fleet's observed GPU allocation by product with the prices in force, and
@@ -274,29 +319,54 @@ func (m *gpuMeter) Collect(ch chan<- prometheus.Metric) {
 func (r *Reconciler) meterGPUs(ctx context.Context, s *scope) map[string]int32 {
 	log := ctrl.LoggerFrom(ctx)
 	prices, err := r.priceSource().Prices(ctx)
-	if err != nil {
-		log.Error(err, "Reading the GPU price table; the last valid one stays in force")
+	r.logPriceTable(ctx, err)
+	pods := s.pods
+	if pods == nil {
+		// A phase blocked or failed before the workers were observed (a dependency not ready, a
+		// prompt gone, the GPU policy): the workers of an existing RayCluster still hold their GPUs.
+		var list corev1.PodList
+		if err := r.List(ctx, &list, client.InNamespace(s.fleet.Namespace),
+			client.MatchingLabels{v1alpha1.LabelFleet: s.fleet.Name, v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {
+			log.Error(err, "Listing the agent workers for the GPU meter; the last allocation stands")
+			return nil
+		}
+		pods = list.Items
 	}
-	if s.cluster != nil && s.pods == nil {
-		// The pods could not be observed (a phase failed before): the last allocation stands, rather
-		// than one of no GPUs.
-		return nil
-	}
-	if s.gpuNodes.products == nil && len(s.pods) > 0 {
+	if s.gpuNodes.products == nil && len(pods) > 0 {
 		// The health phase did not run (a phase before it blocked): read the nodes' products here.
-		nodes, nodeErr := r.observeGPUNodes(ctx, s.pods)
+		nodes, nodeErr := r.observeGPUNodes(ctx, pods)
 		if nodeErr != nil {
 			log.Error(nodeErr, "Reading the GPU products of the workers' nodes; the declared product is used")
 		}
 		s.gpuNodes = nodes
 	}
-	alloc := cost.Allocation(s.pods, s.gpuNodes.products, s.fleet.Spec.Worker.GPUProduct)
+	alloc := cost.Allocation(pods, s.gpuNodes.products, s.fleet.Spec.Worker.GPUProduct)
 	declared := ""
 	if f := s.fleet; f.Spec.Worker.GPUs > 0 && !f.Spec.Suspend {
 		declared = f.Spec.Worker.GPUProduct
 	}
 	gpuUsage.observe(client.ObjectKeyFromObject(s.fleet), s.fleet.Spec.CostCenter, declared, alloc, prices, err)
 	return alloc
+}
+
+// logPriceTable logs the price table's error when it changes (not at every reconcile of every
+// fleet), and its recovery.
+func (r *Reconciler) logPriceTable(ctx context.Context, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	r.priceErrMu.Lock()
+	changed := msg != r.priceErr
+	r.priceErr = msg
+	r.priceErrMu.Unlock()
+	switch {
+	case !changed:
+	case err != nil:
+		ctrl.LoggerFrom(ctx).Error(err, "Reading the GPU price table; the last valid one stays in force")
+	default:
+		ctrl.LoggerFrom(ctx).Info("The GPU price table reads again")
+	}
 }
 
 func (r *Reconciler) priceSource() PriceSource {

@@ -88,12 +88,16 @@ func TestGPUMeter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withB300, err := cost.ParsePrices([]byte("currency: EUR\ngpuHourly: {NVIDIA-B300: \"9.00\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	agents := types.NamespacedName{Namespace: "team-a", Name: "agents"}
 	other := types.NamespacedName{Namespace: "team-b", Name: "other"}
 	type step struct {
 		after      time.Duration // since the previous step
 		do         func(m *gpuMeter)
-		wantSeries []string // the meter's samples after the step (price and validity series left out)
+		wantSeries []string // the meter's samples after the step (price and validity series, and unpriced seconds of 0, left out)
 	}
 	h100 := func(n int32) map[string]int32 { return map[string]int32{"NVIDIA-H100-80GB-HBM3": n} }
 	cases := map[string][]step{
@@ -136,6 +140,37 @@ func TestGPUMeter(t *testing.T) {
 				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-B300} 14400`,
 				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-L4} 3600`,
 				`agentfleet_gpu_unpriced{namespace=team-a,fleet=agents,gpu_product=NVIDIA-B300} 4`,
+				`agentfleet_gpu_unpriced_seconds_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-B300} 14400`,
+			}},
+		},
+		"a product priced part of the time: its unpriced seconds are counted apart, never as cost 0": {
+			{0, func(m *gpuMeter) { m.observe(agents, "", "", map[string]int32{"NVIDIA-B300": 1}, prices, nil) }, nil},
+			{time.Hour, func(m *gpuMeter) { m.observe(agents, "", "", map[string]int32{"NVIDIA-B300": 1}, withB300, nil) }, nil},
+			{time.Hour, nil, []string{
+				`agentfleet_gpu_cost_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-B300,currency=EUR} 9`,
+				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-B300} 7200`,
+				`agentfleet_gpu_unpriced_seconds_total{namespace=team-a,fleet=agents,cost_center=,gpu_product=NVIDIA-B300} 3600`,
+			}},
+		},
+		"a series unused for the retention goes; one in use stays however old": {
+			{0, func(m *gpuMeter) {
+				m.observe(agents, "research", "", h100(1), prices, nil)
+				m.observe(other, "", "", h100(1), prices, nil)
+			}, nil},
+			{time.Hour, func(m *gpuMeter) { m.observe(agents, "platform", "", h100(1), prices, nil) }, nil},
+			{seriesRetention, func(m *gpuMeter) { m.observe(agents, "platform", "", h100(1), prices, nil) }, []string{ // research's last use: 15 min ago
+				`agentfleet_gpu_cost_total{namespace=team-a,fleet=agents,cost_center=platform,gpu_product=NVIDIA-H100-80GB-HBM3,currency=EUR} 0.9`,
+				`agentfleet_gpu_cost_total{namespace=team-a,fleet=agents,cost_center=research,gpu_product=NVIDIA-H100-80GB-HBM3,currency=EUR} 3.6`,
+				`agentfleet_gpu_cost_total{namespace=team-b,fleet=other,cost_center=,gpu_product=NVIDIA-H100-80GB-HBM3,currency=EUR} 4.5`,
+				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=platform,gpu_product=NVIDIA-H100-80GB-HBM3} 900`,
+				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=research,gpu_product=NVIDIA-H100-80GB-HBM3} 3600`,
+				`agentfleet_gpu_seconds_total{namespace=team-b,fleet=other,cost_center=,gpu_product=NVIDIA-H100-80GB-HBM3} 4500`,
+			}},
+			{time.Minute, func(m *gpuMeter) { m.observe(agents, "platform", "", h100(1), prices, nil) }, []string{ // past the retention: gone
+				`agentfleet_gpu_cost_total{namespace=team-a,fleet=agents,cost_center=platform,gpu_product=NVIDIA-H100-80GB-HBM3,currency=EUR} 0.96`,
+				`agentfleet_gpu_cost_total{namespace=team-b,fleet=other,cost_center=,gpu_product=NVIDIA-H100-80GB-HBM3,currency=EUR} 4.56`,
+				`agentfleet_gpu_seconds_total{namespace=team-a,fleet=agents,cost_center=platform,gpu_product=NVIDIA-H100-80GB-HBM3} 960`,
+				`agentfleet_gpu_seconds_total{namespace=team-b,fleet=other,cost_center=,gpu_product=NVIDIA-H100-80GB-HBM3} 4560`,
 			}},
 		},
 		"a new cost center starts a new series; the old one keeps its total": {
@@ -196,7 +231,8 @@ func TestGPUMeter(t *testing.T) {
 				}
 				var got []string
 				for _, s := range samples(t, m) {
-					if !strings.HasPrefix(s, "agentfleet_gpu_price") {
+					zeroUnpriced := strings.HasPrefix(s, "agentfleet_gpu_unpriced_seconds_total") && strings.HasSuffix(s, "} 0")
+					if !strings.HasPrefix(s, "agentfleet_gpu_price") && !zeroUnpriced {
 						got = append(got, s)
 					}
 				}
@@ -208,9 +244,13 @@ func TestGPUMeter(t *testing.T) {
 	}
 }
 
-// The price table in force is exported, and so is whether the configured one could be read.
+// The price table in force is exported, and so is whether the configured one could be read, once it
+// was read: a replica that is not the leader, or a leader before its first reconcile, says nothing.
 func TestGPUMeterPriceSeries(t *testing.T) {
 	m := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)))
+	if got := samples(t, m); len(got) != 0 {
+		t.Errorf("before any price table was read: %v, want no series", got)
+	}
 	prices, err := cost.ParsePrices([]byte("currency: USD\ngpuHourly: {NVIDIA-L4: \"0.70\"}\n"))
 	if err != nil {
 		t.Fatal(err)

@@ -81,7 +81,9 @@ func runCost(ctx context.Context, args []string, io IO) error {
 		return err
 	}
 	if io.ErrIsTerminal {
-		o.Progress = func(n, of int, what string) { fmt.Fprintf(io.Err, "\r\033[Kquerying %s (%d/%d)…", what, n, of) }
+		o.Progress = func(n, of int, what string) {
+			fmt.Fprintf(io.Err, "\r\033[Kqueries done: %d of %d (%s)…", n, of, what)
+		}
 		defer fmt.Fprint(io.Err, "\r\033[K")
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -132,7 +134,9 @@ func explainPrometheus(err error, address string) error {
 	var netErr *net.OpError
 	var apiErr *v1.Error
 	switch {
-	case errors.As(err, &netErr), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("the Prometheus at %s did not answer within --timeout (a slow Prometheus, or an unreachable one): %w", address, err)
+	case errors.As(err, &netErr):
 		return fmt.Errorf("cannot reach Prometheus at %s (is the URL right, and the port forwarded?): %w", address, err)
 	case errors.As(err, &apiErr):
 		return fmt.Errorf("the Prometheus at %s refused a query: %w", address, err)
@@ -188,13 +192,21 @@ func readPrices(ctx context.Context, c client.Reader, ref string, io IO) (cost.P
 	}
 	var cm corev1.ConfigMap
 	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, &cm); err != nil {
-		if apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsNotFound(err):
 			fmt.Fprintf(io.Err, "note: no price table ConfigMap %s: using the built-in default table\n", ref)
+			return cost.DefaultPrices(), nil
+		case apierrors.IsForbidden(err):
+			fmt.Fprintf(io.Err, "note: you may not read the price table ConfigMap %s: using the built-in default table\n", ref)
 			return cost.DefaultPrices(), nil
 		}
 		return cost.Prices{}, fmt.Errorf("reading the price table ConfigMap %s: %w", ref, err)
 	}
-	p, err := cost.ParsePrices([]byte(cm.Data[cost.PricesKey]))
+	data, ok := cm.Data[cost.PricesKey]
+	if !ok {
+		return cost.Prices{}, fmt.Errorf("the price table ConfigMap %s has no key %s", ref, cost.PricesKey)
+	}
+	p, err := cost.ParsePrices([]byte(data))
 	if err != nil {
 		return cost.Prices{}, fmt.Errorf("the price table ConfigMap %s: %w", ref, err)
 	}

@@ -47,9 +47,11 @@ var ErrNoData = errors.New("no GPU usage recorded")
 const (
 	queryGPUSeconds = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[%s]))`
 	queryGPUCost    = `sum by (namespace, fleet, cost_center, gpu_product, currency) (increase(agentfleet_gpu_cost_total[%s]))`
-	queryUtilSum    = `sum by (namespace, fleet) (sum_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
-	queryUtilCount  = `sum by (namespace, fleet) (count_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
-	queryDailyCost  = `sum by (namespace, fleet, cost_center) (increase(agentfleet_gpu_cost_total[1d]))`
+	// The GPU-seconds accrued while their product had no price (since the operator exports it).
+	queryUnpricedSeconds = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_unpriced_seconds_total[%s]))`
+	queryUtilSum         = `sum by (namespace, fleet) (sum_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
+	queryUtilCount       = `sum by (namespace, fleet) (count_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
+	queryDailyCost       = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_cost_total[1d]))`
 
 	// OpenCost prices a node's GPU per hour; the GPU agents say which product each node has (NVML's
 	// name, which GPU feature discovery's nvidia.com/gpu.product spells with dashes for spaces). A
@@ -108,28 +110,31 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		return Report{}, openCostMissing(ctx, q, o, rng)
 	}
 
-	var costs model.Vector
-	var daily model.Matrix
-	if len(openCost) == 0 {
-		if err := runQueries(ctx, q, o, p, []query{
-			{"GPU cost", fmt.Sprintf(queryGPUCost, rng), &costs},
-			{"daily cost", queryDailyCost, &daily},
-		}); err != nil {
-			return Report{}, err
-		}
-	} else {
-		var secondsByDay model.Matrix
-		if err := runQueries(ctx, q, o, p, []query{{"daily GPU-seconds", queryDailySeconds, &secondsByDay}}); err != nil {
-			return Report{}, err
-		}
-		costs = openCost.price(seconds, cmp.Or(o.OpenCostCurrency, "USD"))
-		daily = openCost.priceDaily(secondsByDay)
+	// The table's costs always (OpenCost may not price every product: those keep the table's price).
+	var costs, unpriced model.Vector
+	var daily, secondsByDay model.Matrix
+	round = []query{
+		{"GPU cost", fmt.Sprintf(queryGPUCost, rng), &costs},
+		{"unpriced GPU-seconds", fmt.Sprintf(queryUnpricedSeconds, rng), &unpriced},
+		{"daily cost", queryDailyCost, &daily},
 	}
-	r, err := assemble(o, seconds, costs, utilSum, utilCount, daily)
-	r.PricedBy = PricedByTable
 	if len(openCost) > 0 {
-		r.PricedBy = PricedByOpenCost
+		round = append(round, query{"daily GPU-seconds", queryDailySeconds, &secondsByDay})
 	}
+	if err := runQueries(ctx, q, o, p, round); err != nil {
+		return Report{}, err
+	}
+	pricedBy := PricedByTable
+	if len(openCost) > 0 {
+		var fromTable bool
+		costs, unpriced, daily, fromTable = openCost.merge(seconds, costs, unpriced, secondsByDay, daily, cmp.Or(o.OpenCostCurrency, "USD"))
+		pricedBy = PricedByOpenCost
+		if fromTable {
+			pricedBy = PricedByOpenCostAndTable
+		}
+	}
+	r, err := assemble(o, seconds, costs, unpriced, utilSum, utilCount, daily)
+	r.PricedBy = pricedBy
 	return r, err
 }
 
@@ -194,36 +199,51 @@ func openCostMissing(ctx context.Context, q Querier, o Options, rng string) erro
 // productPrices are GPU products' prices per GPU-hour.
 type productPrices map[string]float64
 
-// price turns GPU-seconds into a cost vector like queryGPUCost's; unpriced products have no sample.
-func (p productPrices) price(seconds model.Vector, currency string) model.Vector {
-	var costs model.Vector
-	for _, s := range seconds {
-		hourly, ok := p[string(s.Metric["gpu_product"])]
-		if !ok {
-			continue
-		}
-		m := s.Metric.Clone()
-		m["currency"] = model.LabelValue(currency)
-		costs = append(costs, &model.Sample{Metric: m, Value: model.SampleValue(float64(s.Value) / 3600 * hourly), Timestamp: s.Timestamp})
+// merge prices the GPU-seconds of the products OpenCost prices at its price (none of them unpriced),
+// and keeps the table's cost, unpriced seconds and daily cost for the others; fromTable says whether
+// any GPU-seconds were priced by the table. A report has one currency: the table's costs for the
+// other products must be in OpenCost's (assemble refuses two).
+func (p productPrices) merge(seconds, tableCosts, tableUnpriced model.Vector, secondsByDay, tableDaily model.Matrix, currency string) (costs, unpriced model.Vector, daily model.Matrix, fromTable bool) {
+	priced := func(m model.Metric) (float64, bool) {
+		hourly, ok := p[string(m["gpu_product"])]
+		return hourly, ok
 	}
-	return costs
-}
-
-// priceDaily turns daily GPU-seconds by product into daily costs.
-func (p productPrices) priceDaily(seconds model.Matrix) model.Matrix {
-	var out model.Matrix
 	for _, s := range seconds {
-		hourly, ok := p[string(s.Metric["gpu_product"])]
-		if !ok {
-			continue
+		if hourly, ok := priced(s.Metric); ok {
+			m := s.Metric.Clone()
+			m["currency"] = model.LabelValue(currency)
+			costs = append(costs, &model.Sample{Metric: m, Value: model.SampleValue(float64(s.Value) / 3600 * hourly), Timestamp: s.Timestamp})
 		}
-		c := &model.SampleStream{Metric: s.Metric}
-		for _, v := range s.Values {
-			c.Values = append(c.Values, model.SamplePair{Timestamp: v.Timestamp, Value: model.SampleValue(float64(v.Value) / 3600 * hourly)})
-		}
-		out = append(out, c)
 	}
-	return out
+	for _, s := range tableCosts {
+		if _, ok := priced(s.Metric); !ok {
+			costs = append(costs, s)
+			fromTable = fromTable || s.Value > 0
+		}
+	}
+	for _, s := range tableUnpriced {
+		if _, ok := priced(s.Metric); !ok {
+			unpriced = append(unpriced, s)
+		}
+	}
+	for _, s := range secondsByDay {
+		if hourly, ok := priced(s.Metric); ok {
+			c := &model.SampleStream{Metric: s.Metric}
+			for _, v := range s.Values {
+				c.Values = append(c.Values, model.SamplePair{Timestamp: v.Timestamp, Value: model.SampleValue(float64(v.Value) / 3600 * hourly)})
+			}
+			daily = append(daily, c)
+		}
+	}
+	for _, s := range tableDaily {
+		if _, ok := priced(s.Metric); !ok {
+			daily = append(daily, s)
+		}
+	}
+	if unpriced == nil && tableUnpriced != nil {
+		unpriced = model.Vector{} // OpenCost priced every product: none unpriced, not unknown
+	}
+	return costs, unpriced, daily, fromTable
 }
 
 func instant(ctx context.Context, q Querier, query string, at time.Time) (model.Vector, error) {
@@ -257,7 +277,10 @@ func dailyRange(ctx context.Context, q Querier, query string, o Options) (model.
 type fleetKey struct{ namespace, fleet string }
 
 // assemble groups the per-fleet results into a report. It is pure: the tests feed it vectors.
-func assemble(o Options, seconds, costs, utilSum, utilCount model.Vector, daily model.Matrix) (Report, error) {
+//
+// unpricedSeconds are the GPU-seconds accrued while unpriced, by series; nil (an operator that does
+// not export them) means a series without any cost sample is unpriced as a whole.
+func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount model.Vector, daily model.Matrix) (Report, error) {
 	r := Report{Since: o.Since, Until: o.Until, By: o.By}
 	rows := map[string]*Row{}
 	row := func(g string) *Row {
@@ -275,10 +298,8 @@ func assemble(o Options, seconds, costs, utilSum, utilCount model.Vector, daily 
 		}
 		return string(m["cost_center"])
 	}
-	// A fleet's utilization goes to the group that held most of its GPU-hours (a fleet that changed
-	// cost center within the range is counted under the one it spent longest in).
 	fleetGroup := map[fleetKey]string{}
-	fleetMost := map[fleetKey]float64{}
+	fleetGroupSeconds := map[fleetKey]map[string]float64{}
 	fleetSeconds := map[fleetKey]float64{}
 	priced := map[string]bool{} // series (without currency) that have a cost
 	currencies := map[string]bool{}
@@ -297,19 +318,40 @@ func assemble(o Options, seconds, costs, utilSum, utilCount model.Vector, daily 
 		r.Currency = c
 	}
 	unpriced := map[string]float64{}
+	addUnpriced := func(m model.Metric, hours float64) {
+		row(group(m)).UnpricedGPUHours += hours
+		unpriced[string(m["gpu_product"])] += hours
+	}
+	for _, s := range unpricedSeconds {
+		if s.Value > 0 {
+			addUnpriced(s.Metric, float64(s.Value)/3600)
+		}
+	}
 	for _, s := range seconds {
 		g := group(s.Metric)
 		hours := float64(s.Value) / 3600
 		row(g).GPUHours += hours
-		if !priced[s.Metric.String()] {
-			row(g).UnpricedGPUHours += hours
-			unpriced[string(s.Metric["gpu_product"])] += hours
+		if unpricedSeconds == nil && !priced[s.Metric.String()] {
+			addUnpriced(s.Metric, hours)
 		}
 		k := fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}
 		fleetSeconds[k] += float64(s.Value)
-		if _, seen := fleetGroup[k]; !seen || hours > fleetMost[k] {
-			fleetGroup[k], fleetMost[k] = g, hours
+		if fleetGroupSeconds[k] == nil {
+			fleetGroupSeconds[k] = map[string]float64{}
 		}
+		fleetGroupSeconds[k][g] += float64(s.Value)
+	}
+	// A fleet's utilization goes to the group that held most of its GPU-hours, summed over its
+	// series (a fleet that changed cost center within the range counts under the one it spent
+	// longest in); ties go to the first group by name.
+	for k, byGroup := range fleetGroupSeconds {
+		best, most := "", -1.0
+		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
+			if byGroup[g] > most {
+				best, most = g, byGroup[g]
+			}
+		}
+		fleetGroup[k] = best
 	}
 	type util struct{ sum, count float64 }
 	utils := map[string]*util{}

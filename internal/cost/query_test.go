@@ -191,6 +191,7 @@ func TestAssembleTotalUtilization(t *testing.T) {
 			sample(1, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-L4", "currency", "USD"),
 			sample(2, "namespace", "b", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4", "currency", "USD"),
 		},
+		nil,
 		model.Vector{sample(5, "namespace", "a", "fleet", "x"), sample(10, "namespace", "b", "fleet", "y")},
 		model.Vector{sample(10, "namespace", "a", "fleet", "x"), sample(40, "namespace", "b", "fleet", "y")},
 		nil)
@@ -262,5 +263,70 @@ func TestRenderSaysOpenCost(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("%s report does not say %q:\n%s", format, want, b.String())
 		}
+	}
+}
+
+// The operator's unpriced GPU-seconds say which part of a series had no price: a product priced
+// for part of the range is unpriced for the rest, not priced at 0; a series that was always priced
+// is not unpriced even where its cost is 0 (a free GPU).
+func TestComputeUnpricedSeconds(t *testing.T) {
+	until := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	q := func(format string) string { return fmt.Sprintf(format, "1d") }
+	prom := &fakeProm{instant: map[string]model.Vector{
+		q(queryGPUSeconds): {
+			sample(7200, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300"),
+			sample(3600, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4"),
+		},
+		q(queryGPUCost): {
+			sample(9, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300", "currency", "USD"),
+			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4", "currency", "USD"),
+		},
+		q(queryUnpricedSeconds): {
+			sample(3600, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300"),
+			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4"),
+		},
+	}}
+	r, err := Compute(context.Background(), prom, Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: PricedByTable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Row{{Group: "a/x", GPUHours: 2, Cost: 9, UnpricedGPUHours: 1}, {Group: "a/y", GPUHours: 1}}
+	if diff := cmp.Diff(want, r.Rows); diff != "" {
+		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]Unpriced{{Product: "NVIDIA-B300", GPUHours: 1}}, r.Unpriced); diff != "" {
+		t.Errorf("unpriced (-want +got):\n%s", diff)
+	}
+}
+
+// OpenCost prices what it can; the table prices the rest, and the report says both were used.
+func TestComputeOpenCostAndTable(t *testing.T) {
+	until := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	q := func(format string) string { return fmt.Sprintf(format, "1d") }
+	prom := &fakeProm{instant: map[string]model.Vector{
+		q(queryGPUSeconds): {
+			sample(7200, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
+			sample(3600, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4"),
+		},
+		q(queryGPUCost): {
+			sample(7, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3", "currency", "USD"),
+			sample(0.7, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4", "currency", "USD"),
+		},
+		q(queryUnpricedSeconds): {
+			sample(0, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
+			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4"),
+		},
+		fmt.Sprintf(queryOpenCostPrice, "1d"): {sample(2.25, "product", "NVIDIA H100 80GB HBM3")},
+	}}
+	r, err := Compute(context.Background(), prom, Options{Since: until.Add(-day), Until: until, By: ByFleet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Row{{Group: "a/x", GPUHours: 2, Cost: 4.5}, {Group: "a/y", GPUHours: 1, Cost: 0.7}}
+	if diff := cmp.Diff(want, r.Rows); diff != "" {
+		t.Errorf("rows (-want +got):\n%s", diff)
+	}
+	if r.PricedBy != PricedByOpenCostAndTable {
+		t.Errorf("priced by %q, want %q", r.PricedBy, PricedByOpenCostAndTable)
 	}
 }

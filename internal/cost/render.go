@@ -51,7 +51,7 @@ const noneGroup = "(none)"
 //	  "by": "namespace",            // namespace | fleet | cost_center
 //	  "currency": "USD",            // "" when no GPU was priced
 //	  "utilization_known": true,    // false: no GPU agent metrics in the range
-//	  "priced_by": "table",         // table (the operator's price table) | opencost (node_gpu_hourly_cost)
+//	  "priced_by": "table",         // table (the operator's price table) | opencost (node_gpu_hourly_cost) | opencost+table
 //	  "rows": [{"group": "team-a", "gpu_hours": 10, "cost": 25, "unpriced_gpu_hours": 0,
 //	            "utilization": 0.4, "idle_cost": 15}],   // sorted by cost, highest first
 //	  "total": {"group": "TOTAL", ...},                  // the same fields as a row
@@ -137,6 +137,19 @@ const utilizationUnknownNote = "utilization is unknown: no GPU agent metrics in 
 
 const openCostNote = "priced by OpenCost's node_gpu_hourly_cost: each GPU product at the mean of its nodes' price over the range"
 
+const openCostAndTableNote = "priced by OpenCost's node_gpu_hourly_cost where it prices a GPU product (the mean of its nodes' price over the range), by the price table for the others"
+
+// pricedByNote says where the prices came from, when it is not the table alone.
+func pricedByNote(r Report) string {
+	switch r.PricedBy {
+	case PricedByOpenCost:
+		return openCostNote
+	case PricedByOpenCostAndTable:
+		return openCostAndTableNote
+	}
+	return ""
+}
+
 func renderTable(w io.Writer, r Report) error {
 	// kubectl's own tabwriter settings (k8s.io/cli-runtime printers.GetNewTabWriter).
 	tw := tabwriter.NewWriter(w, 6, 4, 3, ' ', 0)
@@ -155,8 +168,8 @@ func renderTable(w io.Writer, r Report) error {
 	if !r.UtilizationKnown {
 		notes.WriteString(utilizationUnknownNote + "\n")
 	}
-	if r.PricedBy == PricedByOpenCost {
-		notes.WriteString(openCostNote + "\n")
+	if note := pricedByNote(r); note != "" {
+		notes.WriteString(note + "\n")
 	}
 	_, err := io.WriteString(w, notes.String())
 	return err
@@ -428,8 +441,8 @@ func renderHTML(w io.Writer, r Report) error {
 	if !r.UtilizationKnown {
 		page.UtilizationUnknown = utilizationUnknownNote + "."
 	}
-	if r.PricedBy == PricedByOpenCost {
-		page.Range += "; " + openCostNote
+	if note := pricedByNote(r); note != "" {
+		page.Range += "; " + note
 	}
 	page.Chart, page.HasChart = chartOf(r)
 	return htmlTemplate.Execute(w, page)
@@ -471,7 +484,7 @@ tr.total td { font-weight: bold; border-top: 2px solid #222; }
 {{- if .UtilizationUnknown}}
 <p class="note" id="utilization-unknown">{{.UtilizationUnknown}}</p>
 {{- end}}
-<h2>Daily cost</h2>
+<h2>Daily cost, by whole UTC day</h2>
 {{- if .HasChart}}
 <svg id="daily-cost-chart" width="960" height="380" viewBox="0 0 960 380" role="img" aria-label="{{.Title}}, per day"></svg>
 <ul class="legend" id="daily-cost-legend">

@@ -45,6 +45,8 @@ const (
 	PricedByTable = "table"
 	// PricedByOpenCost: OpenCost's node_gpu_hourly_cost, averaged per GPU product over the range.
 	PricedByOpenCost = "opencost"
+	// PricedByOpenCostAndTable: OpenCost where it prices a product, the table for the others.
+	PricedByOpenCostAndTable = "opencost+table"
 )
 
 // Row is one group's figures.

@@ -190,15 +190,32 @@ func TestCostReport(t *testing.T) {
 		return len(pods.Items) == 0, fmt.Sprintf("%d pods", len(pods.Items))
 	})
 	stopWatching()
-	time.Sleep(3 * time.Second) // the last scrapes after the last pod went
-	until := time.Now()
 	measured := lifetimes.gpuSeconds()
 	t.Logf("GPU-seconds measured from pod lifetimes: %v", measured)
-	if families, err := scrape(ctx, c.MetricsURL("agentfleet-operator")); err == nil {
-		for _, m := range families["agentfleet_gpu_seconds_total"].GetMetric() {
-			t.Logf("the operator's agentfleet_gpu_seconds_total %v = %.1f", m.GetLabel(), m.GetCounter().GetValue())
+	// The operator's counters stand still now; once Prometheus has scraped their final values, the
+	// report can be asked.
+	operatorSeconds := 0.0
+	families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range families["agentfleet_gpu_seconds_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "namespace" && l.GetValue() == ns {
+				operatorSeconds += m.GetCounter().GetValue()
+				t.Logf("the operator's agentfleet_gpu_seconds_total %v = %.1f", m.GetLabel(), m.GetCounter().GetValue())
+			}
 		}
 	}
+	eventually(t, 30*time.Second, "Prometheus holding the operator's final GPU-seconds", func(ctx context.Context) (bool, string) {
+		v, _, err := promv1.NewAPI(pc).Query(ctx, fmt.Sprintf(`sum(agentfleet_gpu_seconds_total{namespace=%q})`, ns), time.Now())
+		if err != nil {
+			return false, err.Error()
+		}
+		vec, _ := v.(model.Vector)
+		return len(vec) == 1 && math.Abs(float64(vec[0].Value)-operatorSeconds) < 1e-6, fmt.Sprintf("Prometheus %v, operator %.3f", vec, operatorSeconds)
+	})
+	until := time.Now()
 
 	since := fmt.Sprintf("%ds", int(until.Sub(started).Seconds())+60)
 	costOf := func(by, format string, more ...string) string {
@@ -257,24 +274,26 @@ func TestCostReport(t *testing.T) {
 	}
 
 	// Priced by OpenCost, which this Prometheus has (auto picks it): the L4 node's price for the L4
-	// fleet; the H100 nodes have no OpenCost price here, so the H100 fleet is unpriced, not 0.
+	// fleet; OpenCost has no price for the H100 nodes here, so the H100 fleet keeps the table's.
 	var oc jsonReport
 	if err := json.Unmarshal([]byte(costOf(cost.ByFleet, "json")), &oc); err != nil {
 		t.Fatal(err)
 	}
-	if oc.PricedBy != cost.PricedByOpenCost {
-		t.Errorf("priced by %q, want opencost (the Prometheus has node_gpu_hourly_cost)", oc.PricedBy)
+	if oc.PricedBy != cost.PricedByOpenCostAndTable {
+		t.Errorf("priced by %q, want %q (OpenCost prices the L4 node only)", oc.PricedBy, cost.PricedByOpenCostAndTable)
 	}
 	for _, row := range oc.Rows {
+		hourly := 0.0
 		switch row.Group {
 		case ns + "/l4-coders":
-			if want := row.GPUHours * openCostL4; math.Abs(row.Cost-want) > 0.01*want || row.UnpricedGPUHours != 0 {
-				t.Errorf("OpenCost: %s costs %.5f (%.5f unpriced GPU-hours), want %.5f at %.2f per GPU-hour", row.Group, row.Cost, row.UnpricedGPUHours, want, openCostL4)
-			}
+			hourly = openCostL4
 		case ns + "/h100-reviewers":
-			if row.Cost != 0 || math.Abs(row.UnpricedGPUHours-row.GPUHours) > 1e-9 {
-				t.Errorf("OpenCost: %s costs %.5f with %.5f of %.5f GPU-hours unpriced, want all unpriced", row.Group, row.Cost, row.UnpricedGPUHours, row.GPUHours)
-			}
+			hourly, _ = prices.GPUHour("NVIDIA-H100-80GB-HBM3")
+		default:
+			continue
+		}
+		if want := row.GPUHours * hourly; math.Abs(row.Cost-want) > 0.01*want || row.UnpricedGPUHours != 0 {
+			t.Errorf("OpenCost and the table: %s costs %.5f (%.5f unpriced GPU-hours), want %.5f at %.2f per GPU-hour", row.Group, row.Cost, row.UnpricedGPUHours, want, hourly)
 		}
 	}
 
