@@ -307,6 +307,7 @@ helm: manifests ## Copy the CRD, RBAC rules, policies and ArgoCD health checks f
 	cp config/policy/podtemplate-policy.yaml charts/agentfleet/files/podtemplate-policy.yaml
 	cp config/argocd/argocd-cm.yaml charts/agentfleet/files/argocd-cm.yaml
 	cp config/manager/gpu-prices.yaml charts/agentfleet/files/gpu-prices.yaml
+	cp config/prometheus/agentfleet-rules.yaml charts/agentfleet/files/agentfleet-rules.yaml
 	cd test/helm && go run ./cmd/valuestable $(CURDIR)/charts/agentfleet
 
 .PHONY: test-helm

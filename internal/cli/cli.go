@@ -31,7 +31,7 @@ const usage = `agentfleet: what the agent fleets of a cluster are doing, and wha
 Usage:
   agentfleet status [FLEET] [-n NAMESPACE | -A] [-o wide|json|yaml]
   agentfleet cost --prometheus URL [--since 7d] [--until RFC3339] [--by namespace|fleet|cost_center] [--format table|csv|json|html]
-                  [--price-source auto|table|opencost]
+                  [--price-source auto|table|opencost] [--recorded]
   agentfleet cost [-n NAMESPACE | -A] [--prices NAMESPACE/NAME] [--format table|json]   (the burn rate now, from the cluster)
 
 Cluster access follows kubectl: --kubeconfig, --context, KUBECONFIG. Run "agentfleet COMMAND -h" for a command's flags.

@@ -37,6 +37,7 @@ type costFlags struct {
 	prices     string
 	source     string
 	currency   string
+	recorded   bool
 	timeout    time.Duration
 }
 
@@ -51,6 +52,7 @@ func runCost(ctx context.Context, args []string, io IO) error {
 	fs.StringVar(&f.format, "format", "table", "output: "+strings.Join(cost.Formats, ", ")+" (the burn rate: table, json)")
 	fs.StringVar(&f.source, "price-source", "auto", "with --prometheus, where prices come from: table (the operator's agentfleet_gpu_cost_total), opencost (OpenCost's node_gpu_hourly_cost), auto (opencost when the Prometheus has it, else table)")
 	fs.StringVar(&f.currency, "opencost-currency", "USD", "the currency of OpenCost's prices (its CURRENCY_CODE)")
+	fs.BoolVar(&f.recorded, "recorded", false, "read the series config/prometheus/agentfleet-rules.yaml records every 5 minutes: for long ranges at short scrape intervals (the rules must have run for the whole range)")
 	fs.StringVar(&f.prices, "prices", DefaultPricesConfigMap, "the burn rate's price table ConfigMap, namespace/name (the operator's --gpu-prices)")
 	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up on Prometheus after this long")
 	positional, err := parse(fs, args)
@@ -110,7 +112,7 @@ func (f costFlags) reportOptions(now time.Time) (cost.Options, error) {
 			return cost.Options{}, fmt.Errorf("%w: --until %q: not RFC 3339 (2026-11-27T00:00:00Z)", errUsage, f.until)
 		}
 	}
-	o := cost.Options{Since: until.Add(-time.Duration(since)), Until: until, By: f.by, OpenCostCurrency: f.currency}
+	o := cost.Options{Since: until.Add(-time.Duration(since)), Until: until, By: f.by, OpenCostCurrency: f.currency, Recorded: f.recorded}
 	if f.source != "auto" {
 		o.Prices = f.source
 	}

@@ -32,6 +32,9 @@ type Options struct {
 	Prices string
 	// OpenCostCurrency is the currency of OpenCost's prices (its CURRENCY_CODE; default USD).
 	OpenCostCurrency string
+	// Recorded reads the series of config/prometheus/agentfleet-rules.yaml instead of the scraped
+	// ones: for long ranges at short scrape intervals, where the rules ran for the whole range.
+	Recorded bool
 	// Progress, when set, is told before each query: its number, the number of queries, what it reads.
 	Progress func(n, of int, what string)
 }
@@ -39,29 +42,48 @@ type Options struct {
 // ErrNoData is returned when the range holds no GPU usage at all.
 var ErrNoData = errors.New("no GPU usage recorded")
 
-// The queries. Each is evaluated once, at Until, over the whole range, by the labels that identify
-// a fleet's GPU series; the grouping is done here, so that every --by reads the same numbers.
-// Utilization is the mean of the GPU agent's samples of the GPUs a fleet held
-// (sum_over_time / count_over_time): a GPU sampled more often does not weigh more than the time it
+// queries are the report's PromQL. Each instant query is evaluated once, at Until, over the whole
+// range (the %s), by the labels that identify a fleet's GPU series; the grouping is done here, so
+// that every --by reads the same numbers. Utilization is the mean of the GPU agent's samples of the
+// GPUs a fleet held (sum over count): a GPU sampled more often does not weigh more than the time it
 // ran, and no scrape interval needs to be known.
-const (
-	queryGPUSeconds = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[%s]))`
-	queryGPUCost    = `sum by (namespace, fleet, cost_center, gpu_product, currency) (increase(agentfleet_gpu_cost_total[%s]))`
-	// The GPU-seconds accrued while their product had no price (since the operator exports it).
-	queryUnpricedSeconds = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_unpriced_seconds_total[%s]))`
-	queryUtilSum         = `sum by (namespace, fleet) (sum_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
-	queryUtilCount       = `sum by (namespace, fleet) (count_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`
-	queryDailyCost       = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_cost_total[1d]))`
-
+type queries struct {
+	seconds, cost, unpriced, utilSum, utilCount string
 	// OpenCost prices a node's GPU per hour; the GPU agents say which product each node has (NVML's
 	// name, which GPU feature discovery's nvidia.com/gpu.product spells with dashes for spaces). A
-	// product's price is the mean over its nodes and over the range.
-	queryOpenCostPresent = `count(count_over_time(node_gpu_hourly_cost[%s]))`
-	// topk by node: a node the agents report under two names (mixed GPUs) is priced as one of them,
-	// rather than failing the join.
-	queryOpenCostPrice = `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s]))))`
-	queryDailySeconds  = `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`
-)
+	// product's price is the mean over its nodes and over the range. topk by node: a node the agents
+	// report under two names (mixed GPUs) is priced as one of them, rather than failing the join.
+	openCostPresent, openCostPrice string
+	// At the end of each UTC day, over the day before.
+	dailyCost, dailySeconds string
+}
+
+// rawQueries read the series as scraped.
+var rawQueries = queries{
+	seconds:         `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[%s]))`,
+	cost:            `sum by (namespace, fleet, cost_center, gpu_product, currency) (increase(agentfleet_gpu_cost_total[%s]))`,
+	unpriced:        `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_unpriced_seconds_total[%s]))`,
+	utilSum:         `sum by (namespace, fleet) (sum_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`,
+	utilCount:       `sum by (namespace, fleet) (count_over_time(agentfleet_gpu_utilization_ratio{fleet!=""}[%s]))`,
+	openCostPresent: `count(count_over_time(node_gpu_hourly_cost[%s]))`,
+	openCostPrice:   `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s]))))`,
+	dailyCost:       `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_cost_total[1d]))`,
+	dailySeconds:    `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`,
+}
+
+// recordedQueries read the series config/prometheus/agentfleet-rules.yaml records every 5 minutes:
+// the same figures from a sample per 5 minutes, whatever the scrape interval.
+var recordedQueries = queries{
+	seconds:         `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_seconds_total:sum[%s]))`,
+	cost:            `sum by (namespace, fleet, cost_center, gpu_product, currency) (increase(fleet:agentfleet_gpu_cost_total:sum[%s]))`,
+	unpriced:        `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_unpriced_seconds_total:sum[%s]))`,
+	utilSum:         `sum by (namespace, fleet) (sum_over_time(fleet:agentfleet_gpu_utilization_ratio:sum_over_time5m[%s]))`,
+	utilCount:       `sum by (namespace, fleet) (sum_over_time(fleet:agentfleet_gpu_utilization_ratio:count_over_time5m[%s]))`,
+	openCostPresent: `count(count_over_time(node:node_gpu_hourly_cost:avg_over_time5m[%s]))`,
+	openCostPrice:   `avg by (product) (avg_over_time(node:node_gpu_hourly_cost:avg_over_time5m[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(node:agentfleet_gpu_product:group[%[1]s]))))`,
+	dailyCost:       `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_cost_total:sum[1d]))`,
+	dailySeconds:    `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_seconds_total:sum[1d]))`,
+}
 
 // Accepted Options.Prices values, "" (auto) aside.
 var PriceSources = []string{PricedByTable, PricedByOpenCost}
@@ -81,6 +103,10 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		return Report{}, fmt.Errorf("empty range: %s is not before %s", o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 	}
 	rng := model.Duration(o.Until.Sub(o.Since).Truncate(time.Second)).String()
+	qs := rawQueries
+	if o.Recorded {
+		qs = recordedQueries
+	}
 	p := &progress{report: o.Progress, of: 5}
 	if o.Prices != PricedByTable {
 		p.of++
@@ -88,17 +114,21 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 
 	var seconds, utilSum, utilCount, ocPrices model.Vector
 	round := []query{
-		{"GPU-seconds", fmt.Sprintf(queryGPUSeconds, rng), &seconds},
-		{"GPU utilization", fmt.Sprintf(queryUtilSum, rng), &utilSum},
-		{"GPU utilization samples", fmt.Sprintf(queryUtilCount, rng), &utilCount},
+		{"GPU-seconds", fmt.Sprintf(qs.seconds, rng), &seconds},
+		{"GPU utilization", fmt.Sprintf(qs.utilSum, rng), &utilSum},
+		{"GPU utilization samples", fmt.Sprintf(qs.utilCount, rng), &utilCount},
 	}
 	if o.Prices != PricedByTable {
-		round = append(round, query{"OpenCost's GPU prices", fmt.Sprintf(queryOpenCostPrice, rng), &ocPrices})
+		round = append(round, query{"OpenCost's GPU prices", fmt.Sprintf(qs.openCostPrice, rng), &ocPrices})
 	}
 	if err := runQueries(ctx, q, o, p, round); err != nil {
 		return Report{}, err
 	}
 	if len(seconds) == 0 {
+		if o.Recorded {
+			return Report{}, fmt.Errorf("%w from %s to %s: no fleet:agentfleet_gpu_seconds_total:sum series in that range (does this Prometheus load config/prometheus/agentfleet-rules.yaml?)",
+				ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
+		}
 		return Report{}, fmt.Errorf("%w from %s to %s: no agentfleet_gpu_seconds_total series in that range (does this Prometheus scrape the AgentFleet operator?)",
 			ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 	}
@@ -107,19 +137,19 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		openCost[strings.ReplaceAll(string(s.Metric["product"]), " ", "-")] = float64(s.Value)
 	}
 	if o.Prices == PricedByOpenCost && len(openCost) == 0 {
-		return Report{}, openCostMissing(ctx, q, o, rng)
+		return Report{}, openCostMissing(ctx, q, o, qs, rng)
 	}
 
 	// The table's costs always (OpenCost may not price every product: those keep the table's price).
 	var costs, unpriced model.Vector
 	var daily, secondsByDay model.Matrix
 	round = []query{
-		{"GPU cost", fmt.Sprintf(queryGPUCost, rng), &costs},
-		{"unpriced GPU-seconds", fmt.Sprintf(queryUnpricedSeconds, rng), &unpriced},
-		{"daily cost", queryDailyCost, &daily},
+		{"GPU cost", fmt.Sprintf(qs.cost, rng), &costs},
+		{"unpriced GPU-seconds", fmt.Sprintf(qs.unpriced, rng), &unpriced},
+		{"daily cost", qs.dailyCost, &daily},
 	}
 	if len(openCost) > 0 {
-		round = append(round, query{"daily GPU-seconds", queryDailySeconds, &secondsByDay})
+		round = append(round, query{"daily GPU-seconds", qs.dailySeconds, &secondsByDay})
 	}
 	if err := runQueries(ctx, q, o, p, round); err != nil {
 		return Report{}, err
@@ -185,8 +215,8 @@ func runQueries(ctx context.Context, q Querier, o Options, p *progress, queries 
 }
 
 // openCostMissing says why OpenCost, asked for, priced nothing.
-func openCostMissing(ctx context.Context, q Querier, o Options, rng string) error {
-	present, err := instant(ctx, q, fmt.Sprintf(queryOpenCostPresent, rng), o.Until)
+func openCostMissing(ctx context.Context, q Querier, o Options, qs queries, rng string) error {
+	present, err := instant(ctx, q, fmt.Sprintf(qs.openCostPresent, rng), o.Until)
 	if err != nil {
 		return fmt.Errorf("reading OpenCost's node_gpu_hourly_cost: %w", err)
 	}

@@ -58,23 +58,23 @@ func TestCompute(t *testing.T) {
 	// and a priced one; GPU agent samples for the first and the third.
 	prom := &fakeProm{
 		instant: map[string]model.Vector{
-			q(queryGPUSeconds): {
+			q(rawQueries.seconds): {
 				sample(36000, "namespace", "team-a", "fleet", "coders", "cost_center", "research", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
 				sample(7200, "namespace", "team-a", "fleet", "reviewers", "cost_center", "research", "gpu_product", "NVIDIA-L4"),
 				sample(3600, "namespace", "team-b", "fleet", "planners", "cost_center", "platform", "gpu_product", "NVIDIA-B300"),
 				sample(3600, "namespace", "team-b", "fleet", "planners", "cost_center", "platform", "gpu_product", "NVIDIA-L4"),
 			},
-			q(queryGPUCost): {
+			q(rawQueries.cost): {
 				sample(35, "namespace", "team-a", "fleet", "coders", "cost_center", "research", "gpu_product", "NVIDIA-H100-80GB-HBM3", "currency", "USD"),
 				sample(1.4, "namespace", "team-a", "fleet", "reviewers", "cost_center", "research", "gpu_product", "NVIDIA-L4", "currency", "USD"),
 				sample(0.7, "namespace", "team-b", "fleet", "planners", "cost_center", "platform", "gpu_product", "NVIDIA-L4", "currency", "USD"),
 			},
-			q(queryUtilSum): {
+			q(rawQueries.utilSum): {
 				sample(40, "namespace", "team-a", "fleet", "coders"),
 				sample(9, "namespace", "team-b", "fleet", "planners"),
 				sample(5, "namespace", "team-c", "fleet", "unmetered"), // no GPU-seconds: not attributed
 			},
-			q(queryUtilCount): {
+			q(rawQueries.utilCount): {
 				sample(100, "namespace", "team-a", "fleet", "coders"),
 				sample(10, "namespace", "team-b", "fleet", "planners"),
 				sample(10, "namespace", "team-c", "fleet", "unmetered"),
@@ -156,16 +156,16 @@ func TestComputeErrors(t *testing.T) {
 		"Prometheus fails": {&fakeProm{err: errors.New("connection refused")}, Options{Since: until.Add(-day), Until: until, By: ByFleet},
 			": connection refused"},
 		"OpenCost asked for, none in range": {&fakeProm{instant: map[string]model.Vector{
-			fmt.Sprintf(queryGPUSeconds, "1d"): {sample(1, "namespace", "a", "fleet", "b")},
+			fmt.Sprintf(rawQueries.seconds, "1d"): {sample(1, "namespace", "a", "fleet", "b")},
 		}}, Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: PricedByOpenCost}, "no OpenCost node_gpu_hourly_cost in the range"},
 		"OpenCost for nodes no GPU agent reports": {&fakeProm{instant: map[string]model.Vector{
-			fmt.Sprintf(queryGPUSeconds, "1d"):      {sample(1, "namespace", "a", "fleet", "b")},
-			fmt.Sprintf(queryOpenCostPresent, "1d"): {sample(3)},
+			fmt.Sprintf(rawQueries.seconds, "1d"):         {sample(1, "namespace", "a", "fleet", "b")},
+			fmt.Sprintf(rawQueries.openCostPresent, "1d"): {sample(3)},
 		}}, Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: PricedByOpenCost}, "names no node the GPU agents report"},
 		"an unknown price source": {&fakeProm{}, Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: "kubecost"}, `unknown price source "kubecost": one of table, opencost`},
 		"two currencies": {&fakeProm{instant: map[string]model.Vector{
-			fmt.Sprintf(queryGPUSeconds, "1d"): {sample(1, "namespace", "a", "fleet", "b")},
-			fmt.Sprintf(queryGPUCost, "1d"):    append(usd("USD"), usd("EUR")...),
+			fmt.Sprintf(rawQueries.seconds, "1d"): {sample(1, "namespace", "a", "fleet", "b")},
+			fmt.Sprintf(rawQueries.cost, "1d"):    append(usd("USD"), usd("EUR")...),
 		}}, Options{Since: until.Add(-day), Until: until, By: ByFleet}, "the costs are in several currencies (EUR, USD)"},
 	}
 	for name, tc := range cases {
@@ -214,14 +214,14 @@ func TestComputeOpenCost(t *testing.T) {
 	q := func(format string) string { return fmt.Sprintf(format, "1d") }
 	prom := &fakeProm{
 		instant: map[string]model.Vector{
-			q(queryGPUSeconds): {
+			q(rawQueries.seconds): {
 				sample(7200, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
 				sample(3600, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4"),
 			},
 			// The table's cost is there too, and must not be used.
-			q(queryGPUCost):                       {sample(999, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3", "currency", "USD")},
-			q(queryOpenCostPresent):               {sample(2)},
-			fmt.Sprintf(queryOpenCostPrice, "1d"): {sample(2.25, "product", "NVIDIA H100 80GB HBM3")},
+			q(rawQueries.cost):                          {sample(999, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3", "currency", "USD")},
+			q(rawQueries.openCostPresent):               {sample(2)},
+			fmt.Sprintf(rawQueries.openCostPrice, "1d"): {sample(2.25, "product", "NVIDIA H100 80GB HBM3")},
 		},
 		daily: model.Matrix{{Metric: model.Metric{"namespace": "a", "fleet": "x", "cost_center": "", "gpu_product": "NVIDIA-H100-80GB-HBM3"},
 			Values: []model.SamplePair{{Timestamp: model.TimeFromUnixNano(until.Truncate(day).UnixNano()), Value: 3600}, {Timestamp: model.TimeFromUnixNano(until.Truncate(day).Add(day).UnixNano()), Value: 3600}}}},
@@ -273,15 +273,15 @@ func TestComputeUnpricedSeconds(t *testing.T) {
 	until := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	q := func(format string) string { return fmt.Sprintf(format, "1d") }
 	prom := &fakeProm{instant: map[string]model.Vector{
-		q(queryGPUSeconds): {
+		q(rawQueries.seconds): {
 			sample(7200, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300"),
 			sample(3600, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4"),
 		},
-		q(queryGPUCost): {
+		q(rawQueries.cost): {
 			sample(9, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300", "currency", "USD"),
 			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4", "currency", "USD"),
 		},
-		q(queryUnpricedSeconds): {
+		q(rawQueries.unpriced): {
 			sample(3600, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-B300"),
 			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "Tesla-T4"),
 		},
@@ -304,19 +304,19 @@ func TestComputeOpenCostAndTable(t *testing.T) {
 	until := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	q := func(format string) string { return fmt.Sprintf(format, "1d") }
 	prom := &fakeProm{instant: map[string]model.Vector{
-		q(queryGPUSeconds): {
+		q(rawQueries.seconds): {
 			sample(7200, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
 			sample(3600, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4"),
 		},
-		q(queryGPUCost): {
+		q(rawQueries.cost): {
 			sample(7, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3", "currency", "USD"),
 			sample(0.7, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4", "currency", "USD"),
 		},
-		q(queryUnpricedSeconds): {
+		q(rawQueries.unpriced): {
 			sample(0, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-H100-80GB-HBM3"),
 			sample(0, "namespace", "a", "fleet", "y", "cost_center", "", "gpu_product", "NVIDIA-L4"),
 		},
-		fmt.Sprintf(queryOpenCostPrice, "1d"): {sample(2.25, "product", "NVIDIA H100 80GB HBM3")},
+		fmt.Sprintf(rawQueries.openCostPrice, "1d"): {sample(2.25, "product", "NVIDIA H100 80GB HBM3")},
 	}}
 	r, err := Compute(context.Background(), prom, Options{Since: until.Add(-day), Until: until, By: ByFleet})
 	if err != nil {
