@@ -25,6 +25,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -45,6 +46,8 @@ type Reconciler struct {
 	GPUFaultConditions []gpunode.FaultCondition
 	// Prices is where the GPU price table comes from; nil means cost.DefaultPrices.
 	Prices PriceSource
+	// usage is the ledger of the agents' reported tasks and tokens (usage.go).
+	usage *usage.Ledger
 	// priceErr is the price table's last error, logged once (logPriceTable).
 	priceErrMu sync.Mutex
 	priceErr   string

@@ -16,6 +16,7 @@ import (
 	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
 	"github.com/agentfleet/agentfleet/test/builder"
 )
@@ -32,8 +33,12 @@ type agents struct {
 	running    map[string]*agent
 	failed     map[string]string // pod -> why its agent last failed to start, logged once
 	stop       context.CancelFunc
-	behaviours map[string]string // pod -> "stall" | "loop" | "idle"
+	behaviours map[string]string // pod -> "stall" | "quit" | "loop" | "idle"
 	idleAll    bool
+	// tasks: every agent finishes a task every third step, reporting tokens and an outcome
+	// (reported sums what TaskDone wrote, for the ledger's test).
+	tasks    bool
+	reported usage.Counts
 }
 
 type agent struct {
@@ -80,7 +85,7 @@ func (a *agents) sync(ctx context.Context) {
 	defer a.mu.Unlock()
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" {
+		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" || a.behaviours[p.Name] == "quit" {
 			continue
 		}
 		agentCtx, cancel := context.WithCancel(ctx)
@@ -130,14 +135,43 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 		switch {
 		case b == "stall":
 			return // the process hangs: no step, no renewal
+		case b == "quit":
+			// The process stops between two steps (what it reported is written) and renews no more.
+			a.mu.Lock()
+			a.running[pod].cancel()
+			a.mu.Unlock()
+			return
 		case b == "loop":
 			_ = hb.Step(ctx, "search: the same query")
+		case a.tasks && i%3 == 2:
+			a.finishTask(ctx, hb, i)
 		case idleAll:
 			_ = hb.Idle(ctx)
 		default:
 			_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
 		}
 	}
+}
+
+// finishTask reports the task's tokens and its outcome (one in four fails), and counts what was
+// written: TaskDone writes the Lease at once.
+func (a *agents) finishTask(ctx context.Context, hb *heartbeat.Client, i int) {
+	in, out, ok := 100+i, 10+i%7, i%4 != 0
+	if err := hb.Tokens(ctx, in, out); err != nil {
+		return
+	}
+	if err := hb.TaskDone(ctx, ok); err != nil {
+		a.t.Logf("TaskDone: %v (its counts reach the Lease with the next renewal)", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	done := usage.Counts{TokensIn: int64(in), TokensOut: int64(out)}
+	if ok {
+		done.Succeeded = 1
+	} else {
+		done.Failed = 1
+	}
+	a.reported = a.reported.Add(done)
 }
 
 func (a *agents) set(pod, behaviour string) {
