@@ -117,6 +117,8 @@ var scoped = map[string][]string{
 	"agentfleet_gpu_power_watts":           {"namespace", "fleet"},
 	"agentfleet_gpu_xid_errors_total":      {"namespace", "fleet"},
 	"agentfleet_gpu_health":                {"namespace", "fleet"},
+	"agentfleet_tasks_total":               {"namespace", "fleet"},
+	"agentfleet_tokens_total":              {"namespace", "fleet"},
 }
 
 // TestPanelsFilterByVariables: every panel's selector filters by $namespace, $fleet and
