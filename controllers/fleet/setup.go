@@ -95,7 +95,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		return err
 	}
 	r.deps = &dependencyWatches{watched: map[schema.GroupVersionKind]bool{}, ctrl: c, cache: mgr.GetCache(), client: mgr.GetClient()}
-	return r.watchUsage(ctx, mgr)
+	return r.watchUsage(mgr)
 }
 
 // podToFleet maps an agent pod, or its heartbeat Lease, to its fleet by the label both carry.

@@ -9,6 +9,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -35,26 +36,32 @@ func init() {
 	metrics.Registry.MustRegister(tasksTotal, tokensTotal)
 }
 
-// watchUsage feeds the ledger from the (cached, fleet-labelled) Lease informer.
-func (r *Reconciler) watchUsage(ctx context.Context, mgr ctrl.Manager) error {
-	r.usage = usage.NewLedger(r.Clock.Now())
-	informer, err := mgr.GetCache().GetInformer(ctx, &coordinationv1.Lease{})
-	if err != nil {
-		return fmt.Errorf("getting the Lease informer for the usage ledger: %w", err)
-	}
-	_, err = informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { r.accountLease(ctx, o, false) },
-		UpdateFunc: func(_, o any) { r.accountLease(ctx, o, false) },
-		DeleteFunc: func(o any) { r.accountLease(ctx, o, true) },
-	})
-	if err != nil {
-		return fmt.Errorf("watching Leases for the usage ledger: %w", err)
-	}
-	return nil
+// watchUsage feeds the ledger from the (cached, fleet-labelled) Lease informer, on the leader only:
+// the other replicas' caches run too, and would export the same counts again. The handler is added
+// when this process becomes the leader; the informer then replays the Leases it holds as its initial
+// list, which are a baseline (an earlier leader counted them), not counted again.
+func (r *Reconciler) watchUsage(mgr ctrl.Manager) error {
+	r.usage = usage.NewLedger()
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		informer, err := mgr.GetCache().GetInformer(ctx, &coordinationv1.Lease{})
+		if err != nil {
+			return fmt.Errorf("getting the Lease informer for the usage ledger: %w", err)
+		}
+		reg, err := informer.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
+			AddFunc:    func(o any, initial bool) { r.accountLease(ctx, o, initial, false) },
+			UpdateFunc: func(_, o any) { r.accountLease(ctx, o, false, false) },
+			DeleteFunc: func(o any) { r.accountLease(ctx, o, false, true) },
+		})
+		if err != nil {
+			return fmt.Errorf("watching Leases for the usage ledger: %w", err)
+		}
+		<-ctx.Done()
+		return informer.RemoveEventHandler(reg)
+	}))
 }
 
 // accountLease adds what a heartbeat Lease's counts gained to its fleet's counters.
-func (r *Reconciler) accountLease(ctx context.Context, o any, deleted bool) {
+func (r *Reconciler) accountLease(ctx context.Context, o any, baseline, deleted bool) {
 	if tomb, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 		o = tomb.Obj
 	}
@@ -68,9 +75,9 @@ func (r *Reconciler) accountLease(ctx context.Context, o any, deleted bool) {
 	}
 	var inc usage.Counts
 	if deleted {
-		inc = r.usage.Forget(lease)
+		inc = r.usage.Forget(lease, r.Clock.Now())
 	} else {
-		inc = r.usage.Observe(lease)
+		inc = r.usage.Observe(lease, baseline)
 	}
 	if inc.IsZero() {
 		return
@@ -85,7 +92,9 @@ func (r *Reconciler) accountLease(ctx context.Context, o any, deleted bool) {
 	}
 }
 
-// fleetModel is the model a fleet declares, from the cache ("unknown" when the fleet is gone).
+// fleetModel is the model a fleet declares now, from the cache ("unknown" when the fleet is gone):
+// tokens are labelled with the model at the time they are accounted, so a worker still on the old
+// model after a change counts its last tokens under the new one.
 func (r *Reconciler) fleetModel(ctx context.Context, key client.ObjectKey) string {
 	f := &v1alpha1.AgentFleet{}
 	if err := r.Get(ctx, key, f); err != nil || f.Spec.Model.Name == "" {

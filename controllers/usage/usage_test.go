@@ -56,22 +56,22 @@ func TestIncrease(t *testing.T) {
 
 func TestLedger(t *testing.T) {
 	type step struct {
-		lease  *coordinationv1.Lease
-		delete bool
-		want   usage.Counts
+		lease    *coordinationv1.Lease
+		baseline bool // seen in the informer's initial list
+		delete   bool
+		want     usage.Counts
 	}
-	since := t0.Add(100 * time.Second) // the operator process started then
 	cases := map[string][]step{
-		"a worker started after the operator counts from 0": {
+		"a new worker counts from 0": {
 			{lease: lease("a", 110, 110, counts(0, 0, 0, 0))},
 			{lease: lease("a", 110, 120, counts(1, 0, 500, 50)), want: *counts(1, 0, 500, 50)},
 			{lease: lease("a", 110, 130, counts(2, 1, 800, 90)), want: *counts(1, 1, 300, 40)},
 		},
-		"a worker's first report after the operator started counts in full": {
+		"a new worker's first report counts in full": {
 			{lease: lease("a", 110, 120, counts(1, 0, 500, 50)), want: *counts(1, 0, 500, 50)},
 		},
-		"a worker older than the operator: its counts at first sight are a baseline, not counted again": {
-			{lease: lease("a", 10, 105, counts(40, 2, 90000, 9000))},
+		"a Lease in the initial list (an earlier leader counted it): a baseline, not counted again": {
+			{lease: lease("a", 10, 105, counts(40, 2, 90000, 9000)), baseline: true},
 			{lease: lease("a", 10, 115, counts(41, 2, 91000, 9100)), want: *counts(1, 0, 1000, 100)},
 		},
 		"an older snapshot seen after a newer one is no reset": {
@@ -85,9 +85,19 @@ func TestLedger(t *testing.T) {
 			{lease: lease("new", 130, 131, counts(0, 0, 0, 0))},
 			{lease: lease("new", 130, 140, counts(2, 0, 900, 80)), want: *counts(2, 0, 900, 80)},
 		},
+		"a worker that recreates its deleted Lease (its grace period) continues from its counts": {
+			{lease: named(lease("uid-1", 110, 120, counts(5, 1, 5000, 500)), "w-0"), want: *counts(5, 1, 5000, 500)},
+			{lease: named(lease("uid-1", 110, 121, counts(5, 1, 5000, 500)), "w-0"), delete: true},
+			{lease: named(lease("uid-2", 122, 122, counts(6, 1, 5200, 520)), "w-0"), want: *counts(1, 0, 200, 20)},
+		},
 		"the worker process restarts under the same Lease": {
 			{lease: lease("a", 110, 120, counts(5, 0, 5000, 500)), want: *counts(5, 0, 5000, 500)},
 			{lease: lease("a", 110, 130, counts(1, 0, 100, 10)), want: *counts(1, 0, 100, 10)},
+		},
+		"a write that drops the counts is no reset; the next one is not counted again": {
+			{lease: lease("a", 110, 120, counts(5, 1, 5000, 500)), want: *counts(5, 1, 5000, 500)},
+			{lease: lease("a", 110, 130, nil)},
+			{lease: lease("a", 110, 140, counts(6, 1, 5100, 510)), want: *counts(1, 0, 100, 10)},
 		},
 		"a client that reports no counts": {
 			{lease: lease("a", 110, 120, nil)},
@@ -96,29 +106,36 @@ func TestLedger(t *testing.T) {
 	}
 	for name, steps := range cases {
 		t.Run(name, func(t *testing.T) {
-			l := usage.NewLedger(since)
-			var total, want usage.Counts
+			l := usage.NewLedger()
 			for i, st := range steps {
 				var got usage.Counts
 				if st.delete {
-					got = l.Forget(st.lease)
+					got = l.Forget(st.lease, t0)
 				} else {
-					got = l.Observe(st.lease)
+					got = l.Observe(st.lease, st.baseline)
 				}
 				if diff := cmp.Diff(st.want, got); diff != "" {
 					t.Errorf("step %d: increase (-want +got):\n%s", i, diff)
 				}
-				total, want = total.Add(got), want.Add(st.want)
-			}
-			if total != want {
-				t.Errorf("total %+v, want %+v", total, want)
 			}
 		})
 	}
-	l := usage.NewLedger(since)
-	l.Observe(lease("a", 110, 120, counts(1, 0, 0, 0)))
-	l.Forget(lease("a", 110, 121, counts(1, 0, 0, 0)))
-	if n := l.Len(); n != 0 {
-		t.Errorf("%d Leases followed after the only one was deleted, want 0", n)
+}
+
+// A deleted Lease's counts are kept for the retention, then dropped: the ledger does not grow with
+// the workers that came and went.
+func TestLedgerForgets(t *testing.T) {
+	l := usage.NewLedger()
+	l.Observe(lease("a", 110, 120, counts(1, 0, 0, 0)), false)
+	l.Forget(lease("a", 110, 121, counts(1, 0, 0, 0)), t0)
+	if live, deleted := l.Len(); live != 0 || deleted != 1 {
+		t.Errorf("after the delete: %d live, %d deleted, want 0 and 1", live, deleted)
+	}
+	l.Observe(lease("b", 110, 120, counts(1, 0, 0, 0)), false)
+	l.Forget(lease("b", 110, 121, counts(1, 0, 0, 0)), t0.Add(l.Retention+time.Second))
+	if live, deleted := l.Len(); live != 0 || deleted != 1 {
+		t.Errorf("past the retention: %d live, %d deleted, want 0 and 1 (b's)", live, deleted)
 	}
 }
+
+func named(l *coordinationv1.Lease, name string) *coordinationv1.Lease { l.Name = name; return l }

@@ -107,6 +107,11 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 	if o.Recorded {
 		qs = recordedQueries
 	}
+	if o.Recorded {
+		if err := checkRecorded(ctx, q, o); err != nil {
+			return Report{}, err
+		}
+	}
 	p := &progress{report: o.Progress, of: 5}
 	if o.Prices != PricedByTable {
 		p.of++
@@ -212,6 +217,29 @@ func runQueries(ctx context.Context, q Querier, o Options, p *progress, queries 
 		})
 	}
 	return g.Wait()
+}
+
+// checkRecorded refuses a recorded report whose range starts before the recording rules ran: the
+// recorded series would miss the start of the range, and the report would say less than was spent.
+// It compares, 10 minutes into the range, the scraped GPU-seconds with the recorded ones.
+func checkRecorded(ctx context.Context, q Querier, o Options) error {
+	at := o.Since.Add(10 * time.Minute)
+	if !at.Before(o.Until) {
+		return nil
+	}
+	raw, err := instant(ctx, q, `count(last_over_time(agentfleet_gpu_seconds_total[10m]))`, at)
+	if err != nil {
+		return fmt.Errorf("checking the recorded series cover the range: %w", err)
+	}
+	recorded, err := instant(ctx, q, `count(last_over_time(fleet:agentfleet_gpu_seconds_total:sum[10m]))`, at)
+	if err != nil {
+		return fmt.Errorf("checking the recorded series cover the range: %w", err)
+	}
+	if len(raw) > 0 && raw[0].Value > 0 && (len(recorded) == 0 || recorded[0].Value == 0) {
+		return fmt.Errorf("the recording rules had not run by %s, the start of the range, while GPU-seconds were scraped: "+
+			"report without --recorded, or from a later --since", o.Since.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // openCostMissing says why OpenCost, asked for, priced nothing.

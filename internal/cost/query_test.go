@@ -330,3 +330,24 @@ func TestComputeOpenCostAndTable(t *testing.T) {
 		t.Errorf("priced by %q, want %q", r.PricedBy, PricedByOpenCostAndTable)
 	}
 }
+
+// A recorded report over a range the recording rules did not cover from its start is refused.
+func TestComputeRecordedCoverage(t *testing.T) {
+	until := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	o := Options{Since: until.Add(-day), Until: until, By: ByFleet, Prices: PricedByTable, Recorded: true}
+	prom := &fakeProm{instant: map[string]model.Vector{
+		`count(last_over_time(agentfleet_gpu_seconds_total[10m]))`: {sample(3)},
+	}}
+	if _, err := Compute(context.Background(), prom, o); err == nil || !strings.Contains(err.Error(), "the recording rules had not run by 2026-11-26T12:00:00Z") {
+		t.Errorf("error %v, want one saying the rules had not run at the start", err)
+	}
+	prom.instant[`count(last_over_time(fleet:agentfleet_gpu_seconds_total:sum[10m]))`] = model.Vector{sample(3)}
+	prom.instant[fmt.Sprintf(recordedQueries.seconds, "1d")] = model.Vector{sample(3600, "namespace", "a", "fleet", "x", "cost_center", "", "gpu_product", "NVIDIA-L4")}
+	r, err := Compute(context.Background(), prom, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Rows) != 1 || r.Rows[0].GPUHours != 1 {
+		t.Errorf("rows %+v, want a/x with 1 GPU-hour, read from the recorded series", r.Rows)
+	}
+}

@@ -148,8 +148,9 @@ class Heartbeat:
 
     def tokens(self, input_tokens, output_tokens):
         """Records model tokens the current task used: input (prompt) and output (completion)."""
-        if input_tokens < 0 or output_tokens < 0:
-            raise ValueError("heartbeat: tokens must not be negative: %d in, %d out" % (input_tokens, output_tokens))
+        for n in (input_tokens, output_tokens):
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ValueError("heartbeat: tokens must be whole numbers, not negative: %r in, %r out" % (input_tokens, output_tokens))
         with self._lock:
             if self._tokens is None:
                 self._tokens = [0, 0]
@@ -172,6 +173,12 @@ class Heartbeat:
                 pass  # retried at the next renewal
 
     def _write(self):
+        # The write lock is taken before the snapshot, as in the Go client, so that writes go out in
+        # the order their snapshots were taken: a renewal's older snapshot never overwrites a newer one.
+        with self._write_lock:
+            self._write_locked()
+
+    def _write_locked(self):
         with self._lock:
             annotations = {
                 ANNOTATION_STATE: self._state,
@@ -193,27 +200,26 @@ class Heartbeat:
             now = _now()
             self._last_write = now
             self.writes += 1
-        with self._write_lock:
-            lease = self._lease
-            if lease is None:
-                try:
-                    lease = self._api.read_namespaced_lease(self.pod, self.namespace)
-                except ApiException as e:
-                    if e.status != 404:
-                        raise
-                    body = client.V1Lease(
-                        metadata=client.V1ObjectMeta(name=self.pod, namespace=self.namespace,
-                                                     labels={LABEL_FLEET: self.fleet}, annotations=annotations),
-                        spec=client.V1LeaseSpec(holder_identity=self.pod, lease_duration_seconds=int(self.interval),
-                                                acquire_time=now, renew_time=now))
-                    self._lease = self._api.create_namespaced_lease(self.namespace, body)
-                    return
-            lease.metadata.labels = {LABEL_FLEET: self.fleet}
-            lease.metadata.annotations = annotations
-            lease.spec.holder_identity = self.pod
-            lease.spec.renew_time = now
+        lease = self._lease
+        if lease is None:
             try:
-                self._lease = self._api.replace_namespaced_lease(self.pod, self.namespace, lease)
-            except ApiException:
-                self._lease = None  # a conflict or a deleted Lease: read it again next time
-                raise
+                lease = self._api.read_namespaced_lease(self.pod, self.namespace)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                body = client.V1Lease(
+                    metadata=client.V1ObjectMeta(name=self.pod, namespace=self.namespace,
+                                                 labels={LABEL_FLEET: self.fleet}, annotations=annotations),
+                    spec=client.V1LeaseSpec(holder_identity=self.pod, lease_duration_seconds=int(self.interval),
+                                            acquire_time=now, renew_time=now))
+                self._lease = self._api.create_namespaced_lease(self.namespace, body)
+                return
+        lease.metadata.labels = {LABEL_FLEET: self.fleet}
+        lease.metadata.annotations = annotations
+        lease.spec.holder_identity = self.pod
+        lease.spec.renew_time = now
+        try:
+            self._lease = self._api.replace_namespaced_lease(self.pod, self.namespace, lease)
+        except ApiException:
+            self._lease = None  # a conflict or a deleted Lease: read it again next time
+            raise

@@ -106,9 +106,10 @@ class HeartbeatTest(unittest.TestCase):
         self.hb._write()
         self.assertEqual(self.api.lease.metadata.annotations[hbmod.ANNOTATION_TASK_TOKENS], "1100")
 
-    def test_negative_tokens_are_refused(self):
-        with self.assertRaises(ValueError):
-            self.hb.tokens(-1, 0)
+    def test_tokens_that_are_not_whole_numbers_are_refused(self):
+        for bad in ((-1, 0), (1.5, 0), (True, 0), ("10", 0)):
+            with self.assertRaises(ValueError):
+                self.hb.tokens(*bad)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ type agents struct {
 	// (reported sums what TaskDone wrote, for the ledger's test).
 	tasks    bool
 	reported usage.Counts
+	// quitting: every agent stops between two steps, and none starts (quitAll).
+	quitting bool
+	working  sync.WaitGroup
 }
 
 type agent struct {
@@ -85,7 +88,7 @@ func (a *agents) sync(ctx context.Context) {
 	defer a.mu.Unlock()
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" || a.behaviours[p.Name] == "quit" {
+		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" || a.behaviours[p.Name] == "quit" || a.quitting {
 			continue
 		}
 		agentCtx, cancel := context.WithCancel(ctx)
@@ -101,6 +104,7 @@ func (a *agents) sync(ctx context.Context) {
 			continue
 		}
 		a.running[p.Name] = &agent{cancel: cancel, hb: hb}
+		a.working.Add(1)
 		go a.work(agentCtx, p.Name, hb)
 	}
 }
@@ -121,6 +125,7 @@ func (a *agents) start(ctx context.Context, pod *corev1.Pod) (*heartbeat.Client,
 }
 
 func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
+	defer a.working.Done()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for i := 0; ; i++ {
@@ -131,6 +136,9 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 		}
 		a.mu.Lock()
 		b, idleAll := a.behaviours[pod], a.idleAll
+		if a.quitting {
+			b = "quit"
+		}
 		a.mu.Unlock()
 		switch {
 		case b == "stall":
@@ -157,11 +165,10 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 // written: TaskDone writes the Lease at once.
 func (a *agents) finishTask(ctx context.Context, hb *heartbeat.Client, i int) {
 	in, out, ok := 100+i, 10+i%7, i%4 != 0
-	if err := hb.Tokens(ctx, in, out); err != nil {
-		return
-	}
+	// Tokens records them whether or not it writes; TaskDone writes them with the outcome.
+	_ = hb.Tokens(ctx, in, out)
 	if err := hb.TaskDone(ctx, ok); err != nil {
-		a.t.Logf("TaskDone: %v (its counts reach the Lease with the next renewal)", err)
+		a.t.Logf("TaskDone: %v (its counts reach the Lease with the next write)", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -172,6 +179,15 @@ func (a *agents) finishTask(ctx context.Context, hb *heartbeat.Client, i int) {
 		done.Failed = 1
 	}
 	a.reported = a.reported.Add(done)
+}
+
+// quitAll stops every agent between two steps, as its process would exit (what each reported is
+// written), and waits until all have.
+func (a *agents) quitAll() {
+	a.mu.Lock()
+	a.quitting = true
+	a.mu.Unlock()
+	a.working.Wait()
 }
 
 func (a *agents) set(pod, behaviour string) {

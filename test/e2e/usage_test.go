@@ -16,7 +16,9 @@ import (
 // The agents of a fleet finish tasks, reporting tokens and outcomes with the Go client; one of them
 // quits and its worker is replaced (its Lease deleted by the operator). The operator's
 // agentfleet_tasks_total and agentfleet_tokens_total then equal what the agents reported, the
-// replaced worker's included, nothing counted twice.
+// replaced worker's included, nothing counted twice. (A replaced worker that renews through its
+// grace period recreates its Lease under the same name; kwok deletes pods at once, and their bound
+// tokens with them, so that case is the ledger's unit test's, not this one's.)
 func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 	needCluster(t)
 	_, key, a := healingFleet(t, "ledger-usage", 20)
@@ -40,7 +42,8 @@ func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 	waitReplaced(t, key, quitter, 60*time.Second)
 	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
 	tasksFinished("more tasks, the replacement's too", reported().Succeeded+reported().Failed+8)
-	a.close() // every agent stops between two steps: what each reported is written
+
+	a.quitAll() // every agent stops between two steps: what each reported is written
 
 	want := reported()
 	if want.Succeeded == 0 || want.Failed == 0 || want.TokensIn == 0 {

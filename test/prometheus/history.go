@@ -110,8 +110,11 @@ func (h History) Write(out io.Writer) (series, samples int, err error) {
 		}
 	}, h.Interval)
 	if h.Recorded {
-		// What the rules record: sums over the replicas, and each window's utilization samples.
-		perWindow := float64(h.RecordEvery/h.Interval) + 1 // Prometheus 2's ranges hold both ends
+		// What the rules record: the counters as they are (one operator here), and each window's
+		// utilization sums and counts.
+		// Prometheus 2's ranges hold both ends (Prometheus 3's only the last): the report reads the
+		// sums over the counts, so this only scales both.
+		perWindow := float64(h.RecordEvery/h.Interval) + 1
 		family("fleet:agentfleet_gpu_seconds_total:sum", "gauge", forFleets(fleetLabels, seconds), h.RecordEvery)
 		family("fleet:agentfleet_gpu_cost_total:sum", "gauge", forFleets(func(f Fleet) string { return fleetLabels(f) + `,currency="USD"` }, cost), h.RecordEvery)
 		family("fleet:agentfleet_gpu_unpriced_seconds_total:sum", "gauge", forFleets(fleetLabels, func(Fleet) func(time.Time) float64 { return constant(0) }), h.RecordEvery)
