@@ -49,10 +49,11 @@ func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 	if want.Succeeded == 0 || want.Failed == 0 || want.TokensIn == 0 {
 		t.Fatalf("the agents reported %+v: too little to test", want)
 	}
+	compared := "not compared yet"
 	eventually(t, 30*time.Second, "the operator's ledger equal to what the agents reported", func(ctx context.Context) (bool, string) {
 		families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
 		if err != nil {
-			return false, err.Error()
+			return false, fmt.Sprintf("%v; last compared: %s", err, compared)
 		}
 		sum := func(name string, labels map[string]string) int64 {
 			total := 0.0
@@ -81,6 +82,7 @@ func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 			Succeeded: sum("agentfleet_tasks_total", with("outcome", "succeeded")), Failed: sum("agentfleet_tasks_total", with("outcome", "failed")),
 			TokensIn: sum("agentfleet_tokens_total", with("direction", "in")), TokensOut: sum("agentfleet_tokens_total", with("direction", "out")),
 		}
-		return got == want, fmt.Sprintf("operator %+v, agents %+v", got, want)
+		compared = fmt.Sprintf("operator %+v, agents %+v", got, want)
+		return got == want, compared
 	})
 }
