@@ -1,12 +1,15 @@
 package fleet_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -53,6 +56,26 @@ func (e *env) grant(rules ...rbacv1.PolicyRule) {
 	role.Rules = append(role.Rules, rules...)
 	if err := k8s.Update(e.ctx, role); err != nil {
 		e.t.Fatal(err)
+	}
+	// The API server's authorizer reads Roles through its own informer: a reconcile right after the
+	// update may still be refused. Wait until it says yes, as a SubjectAccessReview shows it.
+	for _, rule := range rules {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "operator-" + e.ns,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: e.ns, Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0],
+			},
+		}}
+		err := wait.PollUntilContextTimeout(e.ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+			r := review.DeepCopy()
+			if err := k8s.Create(ctx, r); err != nil {
+				return false, err
+			}
+			return r.Status.Allowed, nil
+		})
+		if err != nil {
+			e.t.Fatalf("the grant of %v did not take effect: %v", rule, err)
+		}
 	}
 }
 
