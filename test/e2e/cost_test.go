@@ -192,28 +192,34 @@ func TestCostReport(t *testing.T) {
 	stopWatching()
 	measured := lifetimes.gpuSeconds()
 	t.Logf("GPU-seconds measured from pod lifetimes: %v", measured)
-	// The operator's counters stand still now; once Prometheus has scraped their final values, the
-	// report can be asked.
-	operatorSeconds := 0.0
-	families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range families["agentfleet_gpu_seconds_total"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "namespace" && l.GetValue() == ns {
-				operatorSeconds += m.GetCounter().GetValue()
-				t.Logf("the operator's agentfleet_gpu_seconds_total %v = %.1f", m.GetLabel(), m.GetCounter().GetValue())
+	// The operator's counters stand still once it has seen the last pod go; once Prometheus has
+	// scraped their final values, the report can be asked. Both are read again at each look.
+	operatorSeconds := func(ctx context.Context) (float64, error) {
+		families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
+		if err != nil {
+			return 0, err
+		}
+		total := 0.0
+		for _, m := range families["agentfleet_gpu_seconds_total"].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == ns {
+					total += m.GetCounter().GetValue()
+				}
 			}
 		}
+		return total, nil
 	}
 	eventually(t, 30*time.Second, "Prometheus holding the operator's final GPU-seconds", func(ctx context.Context) (bool, string) {
+		want, err := operatorSeconds(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
 		v, _, err := promv1.NewAPI(pc).Query(ctx, fmt.Sprintf(`sum(agentfleet_gpu_seconds_total{namespace=%q})`, ns), time.Now())
 		if err != nil {
 			return false, err.Error()
 		}
 		vec, _ := v.(model.Vector)
-		return len(vec) == 1 && math.Abs(float64(vec[0].Value)-operatorSeconds) < 1e-6, fmt.Sprintf("Prometheus %v, operator %.3f", vec, operatorSeconds)
+		return len(vec) == 1 && math.Abs(float64(vec[0].Value)-want) < 1e-6, fmt.Sprintf("Prometheus %v, operator %.4f", vec, want)
 	})
 	until := time.Now()
 
