@@ -77,10 +77,7 @@ func (c *ConfigMapPrices) Prices(ctx context.Context) (cost.Prices, error) {
 		return c.prices, fmt.Errorf("reading the GPU price table ConfigMap %s: %w", c.Key, err)
 	}
 	c.version = cm.ResourceVersion
-	p, err := cost.ParsePrices([]byte(cm.Data[cost.PricesKey]))
-	if _, ok := cm.Data[cost.PricesKey]; !ok {
-		err = fmt.Errorf("it has no key %s", cost.PricesKey)
-	}
+	p, err := cost.PricesFromConfigMap(cm.Data)
 	if err != nil {
 		c.err = fmt.Errorf("GPU price table ConfigMap %s: %w", c.Key, err)
 		return c.prices, c.err

@@ -25,14 +25,8 @@ import (
 // sample is one series of the meter as a line: name{labels} value.
 func samples(t *testing.T, c prometheus.Collector) []string {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []string
-	for _, mf := range families {
+	for _, mf := range gather(t, c) {
 		for _, m := range mf.GetMetric() {
 			var labels []string
 			for _, l := range m.GetLabel() {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -67,8 +68,9 @@ func TestFleetMetrics(t *testing.T) {
 	}
 }
 
-// seriesOf counts a collector's series in a namespace.
-func seriesOf(t *testing.T, c prometheus.Collector, namespace string) int {
+// gather gathers one collector through a pedantic registry (which also checks its metrics are
+// consistent).
+func gather(t *testing.T, c prometheus.Collector) []*dto.MetricFamily {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(c)
@@ -76,8 +78,14 @@ func seriesOf(t *testing.T, c prometheus.Collector, namespace string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return families
+}
+
+// seriesOf counts a collector's series in a namespace.
+func seriesOf(t *testing.T, c prometheus.Collector, namespace string) int {
+	t.Helper()
 	n := 0
-	for _, mf := range families {
+	for _, mf := range gather(t, c) {
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "namespace" && l.GetValue() == namespace {

@@ -9,6 +9,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/controllers/usage"
@@ -21,7 +22,7 @@ var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 func lease(uid string, created, renewed int, c *usage.Counts) *coordinationv1.Lease {
 	l := &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{UID: types.UID(uid), Name: uid, CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(created) * time.Second))},
-		Spec:       coordinationv1.LeaseSpec{RenewTime: ptr(metav1.NewMicroTime(t0.Add(time.Duration(renewed) * time.Second)))},
+		Spec:       coordinationv1.LeaseSpec{RenewTime: ptr.To(metav1.NewMicroTime(t0.Add(time.Duration(renewed) * time.Second)))},
 	}
 	if c != nil {
 		l.Annotations = map[string]string{
@@ -31,8 +32,6 @@ func lease(uid string, created, renewed int, c *usage.Counts) *coordinationv1.Le
 	}
 	return l
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func counts(s, f, in, out int64) *usage.Counts {
 	return &usage.Counts{Succeeded: s, Failed: f, TokensIn: in, TokensOut: out}

@@ -2,15 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	promapi "github.com/prometheus/client_golang/api"
@@ -148,7 +144,7 @@ func explainPrometheus(err error, address string) error {
 
 // burnRate prints what the GPUs held now cost per hour and per day, from the cluster alone.
 func burnRate(ctx context.Context, f costFlags, io IO) error {
-	if err := oneOf("format", f.format, []string{"table", "json"}); err != nil {
+	if err := oneOf("format", f.format, cost.BurnFormats); err != nil {
 		return fmt.Errorf("%w (without --prometheus, the burn rate)", err)
 	}
 	c, namespace, err := f.kube.client()
@@ -178,13 +174,7 @@ func burnRate(ctx context.Context, f costFlags, io IO) error {
 	if err != nil {
 		return err
 	}
-	b := cost.BurnRate(fleets.Items, pods.Items, products, prices, f.by)
-	if f.format == "json" {
-		enc := json.NewEncoder(io.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(b)
-	}
-	return renderBurn(io, b)
+	return cost.RenderBurn(io.Out, cost.BurnRate(fleets.Items, pods.Items, products, prices, f.by), f.format)
 }
 
 func readPrices(ctx context.Context, c client.Reader, ref string, io IO) (cost.Prices, error) {
@@ -204,43 +194,11 @@ func readPrices(ctx context.Context, c client.Reader, ref string, io IO) (cost.P
 		}
 		return cost.Prices{}, fmt.Errorf("reading the price table ConfigMap %s: %w", ref, err)
 	}
-	data, ok := cm.Data[cost.PricesKey]
-	if !ok {
-		return cost.Prices{}, fmt.Errorf("the price table ConfigMap %s has no key %s", ref, cost.PricesKey)
-	}
-	p, err := cost.ParsePrices([]byte(data))
+	p, err := cost.PricesFromConfigMap(cm.Data)
 	if err != nil {
 		return cost.Prices{}, fmt.Errorf("the price table ConfigMap %s: %w", ref, err)
 	}
 	return p, nil
-}
-
-func renderBurn(io IO, b cost.Burn) error {
-	w := tabwriter.NewWriter(io.Out, 0, 4, 3, ' ', 0)
-	header := map[string]string{cost.ByNamespace: "NAMESPACE", cost.ByFleet: "FLEET", cost.ByCostCenter: "COST CENTER"}[b.By]
-	fmt.Fprintf(w, "%s\tGPUS\tCOST/HOUR\tCOST/DAY\n", header)
-	line := func(r cost.BurnRow) {
-		g := r.Group
-		if g == "" {
-			g = "(none)"
-		}
-		gpus := fmt.Sprint(r.GPUs)
-		if r.UnpricedGPUs > 0 {
-			gpus += fmt.Sprintf(" (%d unpriced)", r.UnpricedGPUs)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%.2f %s\t%.2f %s\n", g, gpus, r.PerHour, b.Currency, r.PerHour*24, b.Currency)
-	}
-	for _, r := range b.Rows {
-		line(r)
-	}
-	line(b.Total)
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	for _, product := range slices.Sorted(maps.Keys(b.UnpricedGPUs)) {
-		fmt.Fprintf(io.Out, "unpriced: %s %d GPUs (no price in the table; not in COST)\n", product, b.UnpricedGPUs[product])
-	}
-	return nil
 }
 
 func runStatus(ctx context.Context, args []string, io IO) error {

@@ -2,8 +2,13 @@ package cost
 
 import (
 	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"strings"
+	"text/tabwriter"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -72,4 +77,39 @@ func BurnRate(fleets []v1alpha1.AgentFleet, pods []corev1.Pod, nodeProducts map[
 	}
 	slices.SortStableFunc(b.Rows, func(x, y BurnRow) int { return cmp.Compare(y.PerHour, x.PerHour) })
 	return b
+}
+
+// BurnFormats are the formats of the burn rate.
+var BurnFormats = []string{FormatTable, FormatJSON}
+
+// RenderBurn writes a burn rate as a table (kubectl style, with a line per unpriced product) or as
+// JSON.
+func RenderBurn(w io.Writer, b Burn, format string) error {
+	switch format {
+	case FormatJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(b)
+	case FormatTable:
+	default:
+		return fmt.Errorf("unknown format %q: one of %s", format, strings.Join(BurnFormats, ", "))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintf(tw, "%s\tGPUS\tCOST/HOUR\tCOST/DAY\n", groupTitle(b.By))
+	for _, r := range append(slices.Clone(b.Rows), b.Total) {
+		gpus := fmt.Sprint(r.GPUs)
+		if r.UnpricedGPUs > 0 {
+			gpus += fmt.Sprintf(" (%d unpriced)", r.UnpricedGPUs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", displayGroup(r.Group), gpus, fmtMoney(r.PerHour, b.Currency), fmtMoney(r.PerHour*24, b.Currency))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, product := range slices.Sorted(maps.Keys(b.UnpricedGPUs)) {
+		if _, err := fmt.Fprintf(w, "unpriced: %s %d GPUs (no price in the table; not in COST)\n", product, b.UnpricedGPUs[product]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -81,6 +81,16 @@ func ParsePrices(data []byte) (Prices, error) {
 	return p, nil
 }
 
+// PricesFromConfigMap reads the table from a ConfigMap's data (key PricesKey): a missing key is an
+// error that names it, as is anything ParsePrices refuses.
+func PricesFromConfigMap(data map[string]string) (Prices, error) {
+	table, ok := data[PricesKey]
+	if !ok {
+		return Prices{}, fmt.Errorf("it has no key %s", PricesKey)
+	}
+	return ParsePrices([]byte(table))
+}
+
 // GPUHour is the price of one GPU of a product for one hour, and whether the table has one.
 func (p Prices) GPUHour(product string) (float64, bool) {
 	v, ok := p.hourly[product]

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"golang.org/x/sync/errgroup"
+	"k8s.io/utils/ptr"
 )
 
 // Querier is the part of Prometheus' HTTP API the report reads (v1.API has it).
@@ -444,9 +445,9 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 	r.Total.Group = "TOTAL"
 	for g, rw := range rows {
 		if u := utils[g]; u != nil && !partial[g] {
-			rw.Utilization = ptr(u.sum / u.count)
-			rw.IdleCost = ptr(rw.Cost * (1 - *rw.Utilization))
-			r.Total.IdleCost = ptr(deref(r.Total.IdleCost) + *rw.IdleCost)
+			rw.Utilization = ptr.To(u.sum / u.count)
+			rw.IdleCost = ptr.To(rw.Cost * (1 - *rw.Utilization))
+			r.Total.IdleCost = ptr.To(ptr.Deref(r.Total.IdleCost, 0) + *rw.IdleCost)
 		}
 		r.Total.GPUHours += rw.GPUHours
 		r.Total.Cost += rw.Cost
@@ -462,7 +463,7 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 		}
 	}
 	if allKnown {
-		r.Total.Utilization = ptr(total.sum / total.count)
+		r.Total.Utilization = ptr.To(total.sum / total.count)
 	} else {
 		r.Total.IdleCost = nil
 	}
@@ -502,13 +503,4 @@ func dailySeries(o Options, rows []Row, daily model.Matrix, group func(model.Met
 		series = append(series, s)
 	}
 	return series
-}
-
-func ptr(v float64) *float64 { return &v }
-
-func deref(p *float64) float64 {
-	if p == nil {
-		return 0
-	}
-	return *p
 }

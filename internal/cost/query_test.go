@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"k8s.io/utils/ptr"
 )
 
 // fakeProm answers each query from a table keyed by the query's text, and records the queries.
@@ -94,9 +95,9 @@ func TestCompute(t *testing.T) {
 	}{
 		"by fleet": {by: ByFleet, want: Report{
 			Rows: []Row{
-				{Group: "team-a/coders", GPUHours: 10, Cost: 35, Utilization: ptr(0.4), IdleCost: ptr(21)},
+				{Group: "team-a/coders", GPUHours: 10, Cost: 35, Utilization: ptr.To(0.4), IdleCost: ptr.To(21.0)},
 				{Group: "team-a/reviewers", GPUHours: 2, Cost: 1.4},
-				{Group: "team-b/planners", GPUHours: 2, Cost: 0.7, UnpricedGPUHours: 1, Utilization: ptr(0.9), IdleCost: ptr(0.07)},
+				{Group: "team-b/planners", GPUHours: 2, Cost: 0.7, UnpricedGPUHours: 1, Utilization: ptr.To(0.9), IdleCost: ptr.To(0.07)},
 			},
 			// team-a/reviewers' utilization is unknown: so is the total's.
 			Total: Row{Group: "TOTAL", GPUHours: 14, Cost: 37.1, UnpricedGPUHours: 1},
@@ -110,7 +111,7 @@ func TestCompute(t *testing.T) {
 			Rows: []Row{
 				// team-a/reviewers has no GPU agent: research's utilization is unknown, not coders' alone.
 				{Group: "research", GPUHours: 12, Cost: 36.4},
-				{Group: "platform", GPUHours: 2, Cost: 0.7, UnpricedGPUHours: 1, Utilization: ptr(0.9), IdleCost: ptr(0.07)},
+				{Group: "platform", GPUHours: 2, Cost: 0.7, UnpricedGPUHours: 1, Utilization: ptr.To(0.9), IdleCost: ptr.To(0.07)},
 			},
 			Total: Row{Group: "TOTAL", GPUHours: 14, Cost: 37.1, UnpricedGPUHours: 1},
 			Daily: []Series{
@@ -199,7 +200,7 @@ func TestAssembleTotalUtilization(t *testing.T) {
 		t.Fatal(err)
 	}
 	// x: 50% of 1 USD idle; y: 25% of 2 USD; all samples: 15/50.
-	want := Row{Group: "TOTAL", GPUHours: 3, Cost: 3, Utilization: ptr(0.3), IdleCost: ptr(0.5 + 1.5)}
+	want := Row{Group: "TOTAL", GPUHours: 3, Cost: 3, Utilization: ptr.To(0.3), IdleCost: ptr.To(0.5 + 1.5)}
 	if diff := cmp.Diff(want, r.Total); diff != "" {
 		t.Errorf("total (-want +got):\n%s", diff)
 	}

@@ -21,6 +21,7 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -177,7 +178,7 @@ func TestCostReport(t *testing.T) {
 		waitCondition(t, key, v1alpha1.ConditionReady, "True", "", 90*time.Second)
 	}
 	time.Sleep(20 * time.Second) // GPU time to account for: the point of the test
-	setFleet(t, h100Key, func(f *v1alpha1.AgentFleet) { f.Spec.Replicas = ptrTo(int32(1)) })
+	setFleet(t, h100Key, func(f *v1alpha1.AgentFleet) { f.Spec.Replicas = ptr.To(int32(1)) })
 	time.Sleep(20 * time.Second)
 	for _, key := range []client.ObjectKey{l4Key, h100Key} {
 		setFleet(t, key, func(f *v1alpha1.AgentFleet) { f.Spec.Suspend = true })
@@ -199,15 +200,7 @@ func TestCostReport(t *testing.T) {
 		if err != nil {
 			return 0, err
 		}
-		total := 0.0
-		for _, m := range families["agentfleet_gpu_seconds_total"].GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "namespace" && l.GetValue() == ns {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-		return total, nil
+		return counterSum(families, "agentfleet_gpu_seconds_total", map[string]string{"namespace": ns}), nil
 	}
 	eventually(t, 30*time.Second, "Prometheus holding the operator's final GPU-seconds", func(ctx context.Context) (bool, string) {
 		want, err := operatorSeconds(ctx)
@@ -242,7 +235,7 @@ func TestCostReport(t *testing.T) {
 		product     string
 		utilization *float64
 	}{
-		ns + "/l4-coders":      {l4, ptrTo(0.30)}, // the mock NVML's 30%
+		ns + "/l4-coders":      {l4, ptr.To(0.30)}, // the mock NVML's 30%
 		ns + "/h100-reviewers": {"NVIDIA-H100-80GB-HBM3", nil},
 	}
 	if r.Currency != "USD" {
@@ -350,8 +343,6 @@ func setFleet(t *testing.T, key client.ObjectKey, mutate func(*v1alpha1.AgentFle
 		return true, ""
 	})
 }
-
-func ptrTo[T any](v T) *T { return &v }
 
 // logSamples logs what Prometheus holds of a range selector, for a failure's diagnosis.
 func logSamples(ctx context.Context, t *testing.T, address, selector string, at time.Time) {

@@ -30,20 +30,31 @@ func scrape(ctx context.Context, url string) (map[string]*dto.MetricFamily, erro
 
 // gaugeOf is the value of the gauge series of a family whose labels include want (-1 if none).
 func gaugeOf(families map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	mf := families[name]
-	if mf == nil {
-		return -1
-	}
-	for _, m := range mf.GetMetric() {
-		found := 0
-		for _, l := range m.GetLabel() {
-			if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
-				found++
-			}
-		}
-		if found == len(want) {
+	for _, m := range families[name].GetMetric() {
+		if hasLabels(m, want) {
 			return m.GetGauge().GetValue()
 		}
 	}
 	return -1
+}
+
+// counterSum sums the counter series of a family whose labels include want.
+func counterSum(families map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	total := 0.0
+	for _, m := range families[name].GetMetric() {
+		if hasLabels(m, want) {
+			total += m.GetCounter().GetValue()
+		}
+	}
+	return total
+}
+
+func hasLabels(m *dto.Metric, want map[string]string) bool {
+	found := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+			found++
+		}
+	}
+	return found == len(want)
 }

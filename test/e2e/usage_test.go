@@ -56,19 +56,7 @@ func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 			return false, fmt.Sprintf("%v; last compared: %s", err, compared)
 		}
 		sum := func(name string, labels map[string]string) int64 {
-			total := 0.0
-			for _, m := range families[name].GetMetric() {
-				match := 0
-				for _, l := range m.GetLabel() {
-					if v, ok := labels[l.GetName()]; ok && v == l.GetValue() {
-						match++
-					}
-				}
-				if match == len(labels) {
-					total += m.GetCounter().GetValue()
-				}
-			}
-			return int64(math.Round(total))
+			return int64(math.Round(counterSum(families, name, labels)))
 		}
 		fleet := map[string]string{"namespace": key.Namespace, "fleet": key.Name}
 		with := func(k, v string) map[string]string {
