@@ -319,7 +319,36 @@ func workerTemplate(f *v1alpha1.AgentFleet, promptHash string, o Options) (corev
 		t.Labels = map[string]string{}
 	}
 	t.Labels[v1alpha1.LabelWorkerHash] = hash
+	// The budget is given to new workers but is not part of the revision: a budget change rolls no
+	// worker (running ones learn it from their Lease, and the operator enforces it from outside).
+	for i := range t.Spec.Containers {
+		if t.Spec.Containers[i].Name == WorkerContainer {
+			t.Spec.Containers[i].Env = append(t.Spec.Containers[i].Env, BudgetEnv(f)...)
+		}
+	}
 	return t, nil
+}
+
+// BudgetEnv is the per-task budget given to a fleet's workers (heartbeat.EnvMax*): the steps
+// whenever the fleet has a heartbeat contract, the others when declared.
+func BudgetEnv(f *v1alpha1.AgentFleet) []corev1.EnvVar {
+	var env []corev1.EnvVar
+	add := func(name, value string) { env = append(env, corev1.EnvVar{Name: name, Value: value}) }
+	if steps := f.MaxStepsPerTask(); steps > 0 {
+		add(heartbeatapi.EnvMaxStepsPerTask, strconv.Itoa(int(steps)))
+	}
+	if b := f.Spec.Budgets; b != nil {
+		if b.MaxTokens != nil {
+			add(heartbeatapi.EnvMaxTokensPerTask, strconv.FormatInt(*b.MaxTokens, 10))
+		}
+		if b.MaxDurationSeconds != nil {
+			add(heartbeatapi.EnvMaxTaskSeconds, strconv.Itoa(int(*b.MaxDurationSeconds)))
+		}
+		if b.MaxCost != "" {
+			add(heartbeatapi.EnvMaxTaskCost, b.MaxCost)
+		}
+	}
+	return env
 }
 
 // gpuAffinity requires a node of the GPU product, when one is named, whose GPUs the health agent

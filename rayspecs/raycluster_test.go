@@ -167,12 +167,36 @@ func TestEnvironment(t *testing.T) {
 		{Name: "ANTHROPIC_API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: "llm-keys"}, Key: "anthropic"}}},
 		{Name: heartbeatapi.EnvHeartbeatInterval, Value: "10"},
+		{Name: heartbeatapi.EnvMaxStepsPerTask, Value: "500"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("worker env (-want +got):\n%s", diff)
 	}
 	if head := rc.Spec.HeadGroupSpec.Template.Spec.Containers[0]; envValue(head, heartbeatapi.EnvHeartbeatInterval) != "" {
 		t.Error("the head, which runs no agent, got a heartbeat interval")
+	}
+}
+
+func TestBudgetEnvIsNoNewRevision(t *testing.T) {
+	base := fleet().Heartbeat(10, 60, 20, 500).Obj()
+	budgeted := base.DeepCopy()
+	budgeted.Spec.Budgets = &v1alpha1.BudgetsSpec{MaxSteps: ptr.To[int32](40), MaxTokens: ptr.To[int64](20000), MaxDurationSeconds: ptr.To[int32](600), MaxCost: "0.75"}
+	w0, w1 := workers(build(t, base, rayspecs.Inputs{})), workers(build(t, budgeted, rayspecs.Inputs{}))
+	want := []corev1.EnvVar{
+		{Name: heartbeatapi.EnvMaxStepsPerTask, Value: "40"}, // budgets.maxSteps wins over the heartbeat's 500
+		{Name: heartbeatapi.EnvMaxTokensPerTask, Value: "20000"},
+		{Name: heartbeatapi.EnvMaxTaskSeconds, Value: "600"},
+		{Name: heartbeatapi.EnvMaxTaskCost, Value: "0.75"},
+	}
+	env := w1.Template.Spec.Containers[0].Env
+	if diff := cmp.Diff(want, env[len(env)-len(want):]); diff != "" {
+		t.Errorf("budget env (-want +got):\n%s", diff)
+	}
+	if a, b := w0.Template.Labels[v1alpha1.LabelWorkerHash], w1.Template.Labels[v1alpha1.LabelWorkerHash]; a != b {
+		t.Errorf("a budget change changed the worker revision %s to %s: it would roll every worker", a, b)
+	}
+	if got := rayspecs.BudgetEnv(fleet().Obj()); got != nil {
+		t.Errorf("a fleet without heartbeat or budgets got budget env %v", got)
 	}
 }
 

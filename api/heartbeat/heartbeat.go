@@ -22,6 +22,9 @@
 //   - AnnotationTaskTokens: the tokens (in and out) of the current task (0 when idle);
 //   - AnnotationTaskStarted: when the current task started, in TimeFormat (absent when idle).
 //
+// The operator in turn writes directives on the Lease (AnnotationPaused, and the AnnotationMax*
+// budget in force when it changed since the worker started), which clients keep and expose.
+//
 // The counts are decimal integers. The cumulative ones restart at 0 with each worker (each pod): the
 // operator accounts their increases, as Prometheus does a counter's, and keeps a replaced worker's. The operator replaces a worker whose Lease is not renewed, or
 // that is working without a step, for the fleet's progressDeadlineSeconds (stalled), and one whose
@@ -55,6 +58,34 @@ const (
 	AnnotationTaskStarted    = "agentfleet.dev/task-started"
 )
 
+// The annotations the operator writes on a worker's heartbeat Lease: directives to the agent. A
+// client keeps them when it writes the Lease (it owns only the keys above) and reads them at each
+// write; a write that conflicts with the operator's reads the Lease again and retries, so an agent
+// sees a directive at its next write or renewal at the latest.
+const (
+	// AnnotationPaused is "true" while the fleet is paused by its budget (spec.budgets.onExceeded:
+	// Pause): the agent must not start a new task. It finishes, or abandons, the current one, keeps
+	// renewing, and starts again when the annotation is gone.
+	AnnotationPaused = "agentfleet.dev/paused"
+
+	// The per-task budget in force, when it differs from the one the worker was started with (the
+	// EnvMax* variables): a budget change is no new revision and rolls no worker, so a running
+	// worker learns it here. Each is a decimal, or "" for no limit; absent means the environment's
+	// value stands.
+	AnnotationMaxStepsPerTask  = "agentfleet.dev/max-steps-per-task"
+	AnnotationMaxTokensPerTask = "agentfleet.dev/max-tokens-per-task"
+	AnnotationMaxTaskSeconds   = "agentfleet.dev/max-task-seconds"
+	AnnotationMaxTaskCost      = "agentfleet.dev/max-task-cost"
+)
+
+// BudgetAnnotations pairs each per-task budget's Lease annotation with its environment variable.
+var BudgetAnnotations = [][2]string{
+	{AnnotationMaxStepsPerTask, EnvMaxStepsPerTask},
+	{AnnotationMaxTokensPerTask, EnvMaxTokensPerTask},
+	{AnnotationMaxTaskSeconds, EnvMaxTaskSeconds},
+	{AnnotationMaxTaskCost, EnvMaxTaskCost},
+}
+
 // The values of AnnotationState. Only a working agent can stall for lack of steps: an idle one
 // waits for its next task as long as it keeps renewing.
 const (
@@ -84,4 +115,14 @@ const (
 	EnvModelEndpoint = "AGENTFLEET_MODEL_ENDPOINT"
 	// EnvPromptFile is the path of the system prompt's file, when the fleet has a prompt.
 	EnvPromptFile = "AGENTFLEET_PROMPT_FILE"
+
+	// The per-task budget of spec.budgets, given to workers when the fleet declares it, so that the
+	// agent framework's own caps come from Git (each absent when not declared): the steps, the model
+	// tokens (in and out), the seconds, and the cost (a decimal in the price table's currency) one
+	// task may take. Steps are always given (the looping limit). The operator enforces them from
+	// outside as well.
+	EnvMaxStepsPerTask  = "AGENTFLEET_MAX_STEPS_PER_TASK"
+	EnvMaxTokensPerTask = "AGENTFLEET_MAX_TOKENS_PER_TASK"
+	EnvMaxTaskSeconds   = "AGENTFLEET_MAX_TASK_SECONDS"
+	EnvMaxTaskCost      = "AGENTFLEET_MAX_TASK_COST"
 )

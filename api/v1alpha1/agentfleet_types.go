@@ -33,6 +33,7 @@ type AgentFleet struct {
 // AgentFleetSpec is the desired state of a fleet, as declared in Git.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.env) || !has(self.secretEnv) || self.env.all(e, !self.secretEnv.exists(s, s.name == e.name))",message="a variable is named in both env and secretEnv: each name may appear in one of them only"
+// +kubebuilder:validation:XValidation:rule="!has(self.budgets) || (has(self.health) && has(self.health.heartbeat)) || !(has(self.budgets.maxSteps) || has(self.budgets.maxTokens) || has(self.budgets.maxDurationSeconds) || has(self.budgets.maxCost) || has(self.budgets.maxTokensPerHour))",message="budgets other than maxCostPerDay need spec.health.heartbeat: steps, tokens and task times are read from the workers' heartbeat Leases"
 type AgentFleetSpec struct {
 	// Replicas is the declared number of agent workers: the Ray worker pods of the worker group
 	// "agents". Autoscaling is off in v1alpha1: this is the count the fleet is held at.
@@ -93,6 +94,12 @@ type AgentFleetSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Health HealthSpec `json:"health,omitempty"`
+
+	// Budgets bound what a task, and the fleet, may spend: handed to the agents (the
+	// AGENTFLEET_MAX_* environment) and enforced by the operator from the heartbeat Leases. A budget
+	// change is not a new revision: it rolls no worker.
+	// +optional
+	Budgets *BudgetsSpec `json:"budgets,omitempty"`
 
 	// DependsOn are objects in the fleet's namespace that must be healthy (kstatus Current) before
 	// any agent starts: a vector database StatefulSet, a model server Deployment.
@@ -297,12 +304,78 @@ type HeartbeatSpec struct {
 	// +optional
 	MaxRepeatedActions int32 `json:"maxRepeatedActions,omitempty"`
 	// MaxStepsPerTask: an agent taking this many steps in one task is looping.
+	//
+	// Deprecated: set spec.budgets.maxSteps, which takes precedence when both are set. This field
+	// keeps working (and its default of 500 applies when budgets.maxSteps is not set).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=10000000
 	// +kubebuilder:default=500
 	// +optional
 	MaxStepsPerTask int32 `json:"maxStepsPerTask,omitempty"`
 }
+
+// BudgetsSpec bounds what agents spend, per task and per fleet. Costs are decimal strings in the
+// currency of the operator's price table (its GPU and token prices).
+//
+// Per task (read from each worker's heartbeat Lease): a worker over maxTokens, maxDurationSeconds or
+// maxCost in its current task is replaced (supervisor reason OverBudget), within the restart
+// budget; over maxSteps it is replaced as Looping.
+//
+// Per fleet, over sliding windows (the last hour, the last 24 hours): past maxTokensPerHour or
+// maxCostPerDay the fleet has the condition BudgetExceeded=True and a Warning Event; with
+// onExceeded: Pause its workers are also told to start no new task (agentfleet.dev/paused=true on
+// their Leases), no job run is started, and the fleet is Degraded (reason BudgetExceeded) until the
+// window's total falls back under the budget or the budget is raised.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.onExceeded) || self.onExceeded != 'Pause' || has(self.maxTokensPerHour) || has(self.maxCostPerDay)",message="onExceeded: Pause needs a fleet budget to exceed: set maxTokensPerHour or maxCostPerDay"
+type BudgetsSpec struct {
+	// MaxSteps is the steps one task may take (it replaces health.heartbeat.maxStepsPerTask).
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=10000000
+	// +optional
+	MaxSteps *int32 `json:"maxSteps,omitempty"`
+	// MaxTokens is the model tokens, in and out, one task may use.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxTokens *int64 `json:"maxTokens,omitempty"`
+	// MaxDurationSeconds is how long one task may run.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=604800
+	// +optional
+	MaxDurationSeconds *int32 `json:"maxDurationSeconds,omitempty"`
+	// MaxCost is what the model tokens of one task may cost, e.g. "0.50", at the model's token
+	// prices (a task's input and output tokens are priced at its worker's mix of the two).
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+	// +optional
+	MaxCost string `json:"maxCost,omitempty"`
+
+	// MaxTokensPerHour is the model tokens the whole fleet may use in any hour.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxTokensPerHour *int64 `json:"maxTokensPerHour,omitempty"`
+	// MaxCostPerDay is what the fleet may cost in any 24 hours: the GPU-time of its Running workers
+	// plus its model tokens, at the price table's prices.
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?$`
+	// +optional
+	MaxCostPerDay string `json:"maxCostPerDay,omitempty"`
+	// OnExceeded is what happens past a fleet budget: Alert (the condition and an Event only; the
+	// fleet stays Healthy) or Pause (no new task or job run; the fleet is Degraded).
+	// +kubebuilder:validation:Enum=Alert;Pause
+	// +kubebuilder:default=Alert
+	// +optional
+	OnExceeded BudgetAction `json:"onExceeded,omitempty"`
+}
+
+// BudgetAction is what happens when a fleet budget is exceeded.
+type BudgetAction string
+
+// Budget actions.
+const (
+	BudgetAlert BudgetAction = "Alert"
+	BudgetPause BudgetAction = "Pause"
+)
 
 // RestartBudget bounds how many workers may be replaced in a sliding window.
 type RestartBudget struct {
@@ -449,6 +522,49 @@ type AgentFleetStatus struct {
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	GPUFaults []GPUFault `json:"gpuFaults,omitempty"`
+
+	// Usage is what the fleet's agents reported and what the fleet cost, over the last hour and
+	// the last 24 hours, refreshed at most once a minute; absent while nothing was reported.
+	// +optional
+	Usage *UsageStatus `json:"usage,omitempty"`
+}
+
+// UsageStatus is the fleet's ledger over two sliding windows.
+type UsageStatus struct {
+	// LastHour and LastDay (the last 24 hours).
+	LastHour UsageWindow `json:"lastHour"`
+	LastDay  UsageWindow `json:"lastDay"`
+	// Currency of the costs.
+	// +optional
+	Currency string `json:"currency,omitempty"`
+	// Unpriced names what has no price in the price table (a model's tokens, a GPU product): its
+	// use is counted, and left out of the costs, never priced at 0.
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Unpriced []string `json:"unpriced,omitempty"`
+	// UpdatedAt is when these figures were computed.
+	UpdatedAt metav1.Time `json:"updatedAt"`
+}
+
+// UsageWindow is the fleet's use over one window.
+type UsageWindow struct {
+	// +optional
+	TokensIn int64 `json:"tokensIn,omitempty"`
+	// +optional
+	TokensOut int64 `json:"tokensOut,omitempty"`
+	// +optional
+	TasksSucceeded int64 `json:"tasksSucceeded,omitempty"`
+	// +optional
+	TasksFailed int64 `json:"tasksFailed,omitempty"`
+	// GPUCost and TokenCost are decimal strings in the status' currency.
+	// +optional
+	GPUCost string `json:"gpuCost,omitempty"`
+	// +optional
+	TokenCost string `json:"tokenCost,omitempty"`
+	// CostPerSucceededTask is (GPUCost + TokenCost) / TasksSucceeded; absent without a succeeded
+	// task.
+	// +optional
+	CostPerSucceededTask string `json:"costPerSucceededTask,omitempty"`
 }
 
 // Phase summarises a fleet's conditions.
@@ -474,6 +590,8 @@ type RestartCounts struct {
 	Looping int32 `json:"looping,omitempty"`
 	// +optional
 	GPUUnhealthy int32 `json:"gpuUnhealthy,omitempty"`
+	// +optional
+	OverBudget int32 `json:"overBudget,omitempty"`
 }
 
 // RestartRecord is one worker replacement.
@@ -481,7 +599,7 @@ type RestartRecord struct {
 	Time metav1.Time `json:"time"`
 	// Worker is the replaced pod.
 	Worker string `json:"worker"`
-	// Reason is Crashed, Stalled, Looping or GPUUnhealthy.
+	// Reason is Crashed, Stalled, Looping, GPUUnhealthy or OverBudget.
 	Reason string `json:"reason"`
 	// Evidence is what was seen: an exit code, seconds since the last step, repeats.
 	// +optional

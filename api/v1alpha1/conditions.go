@@ -8,6 +8,9 @@ const (
 	ConditionDegraded    = "Degraded"
 	ConditionReconciling = "Reconciling"
 	ConditionStalled     = "Stalled"
+	// ConditionBudgetExceeded is True while the fleet is over a fleet budget (spec.budgets), False
+	// while it has one and is under it, absent without one.
+	ConditionBudgetExceeded = "BudgetExceeded"
 )
 
 // Condition reasons.
@@ -38,4 +41,9 @@ const (
 	ReasonRestartBudgetExhausted = "RestartBudgetExhausted"
 	ReasonAsExpected             = "AsExpected"
 	ReasonReconcileError         = "ReconcileError"
+	// ReasonBudgetExceeded: a fleet budget with onExceeded: Pause is exceeded (Degraded), or any is
+	// (BudgetExceeded=True).
+	ReasonBudgetExceeded = "BudgetExceeded"
+	// ReasonWithinBudget: BudgetExceeded=False.
+	ReasonWithinBudget = "WithinBudget"
 )

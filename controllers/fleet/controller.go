@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
@@ -54,6 +55,8 @@ type Reconciler struct {
 
 	deps      *dependencyWatches
 	deletions *deletions
+	// wake queues reconciles of fleets the usage ledger finds need one (usage.go).
+	wake chan event.TypedGenericEvent[*v1alpha1.AgentFleet]
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -82,6 +85,9 @@ type scope struct {
 	budgetExhausted string
 	// gpuNodes is what the nodes of the GPU workers say about their GPUs.
 	gpuNodes nodeGPUs
+	// budget is the fleet budget's verdict (nil until decided); usage is status.usage to write.
+	budget *usage.FleetVerdict
+	usage  *v1alpha1.UsageStatus
 
 	requeueAfter time.Duration
 }
@@ -132,11 +138,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	s := &scope{fleet: fleet, now: r.Clock.Now(), pending: sets.New[string]()}
 	var err error
 	for _, p := range []phase{
-		r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy, r.reconcileRayCluster,
+		r.decideBudget, r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy, r.reconcileRayCluster,
 		// The supervisor decides before the rollout, so that the rollout's budget counts this pass's
 		// replacements as unavailable.
 		r.observeWorkers, r.reconcileHealth, r.reconcileRollout, r.reconcileHandover,
-		r.reconcileLeases, r.removeHeartbeatServiceAccount, r.reconcileJobs,
+		r.reconcileLeases, r.reconcileLeaseDirectives, r.removeHeartbeatServiceAccount, r.reconcileJobs,
 	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {
 			break
@@ -146,6 +152,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// The pods are observed even when a phase blocked, so that status stays truthful.
 		s.pods, err = r.workerPods(ctx, s.cluster)
 	}
+	r.observeUsage(ctx, s)
 	if apierrors.IsConflict(err) {
 		// Our cache is behind the server: this pass's observations are stale, so they are not
 		// written; the next pass reads the newer objects.
@@ -173,6 +180,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	o := statusObservation{
 		Now: s.now, Fleet: s.fleet, Cluster: s.cluster, Pods: s.pods, Jobs: s.jobs,
 		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr, GPUNodes: s.gpuNodes,
+		Budget: s.budget, Usage: s.usage,
 	}
 	if s.desired != nil {
 		o.PromptHash = s.desired.Spec.WorkerGroupSpecs[0].Template.Annotations[v1alpha1.AnnotationPromptHash]

@@ -20,4 +20,9 @@ const (
 	// EventWorkerReplaced is emitted once per replacement, after it is recorded in status.
 	EventWorkerReplaced         = "WorkerReplaced"
 	EventRestartBudgetExhausted = "RestartBudgetExhausted"
+
+	// EventBudgetExceeded (Warning) when a fleet budget is first exceeded; EventWithinBudget
+	// (Normal) when the fleet is back under its budgets.
+	EventBudgetExceeded = "BudgetExceeded"
+	EventWithinBudget   = "WithinBudget"
 )

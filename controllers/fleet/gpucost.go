@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/internal/cost"
 )
 
@@ -89,6 +90,8 @@ func (c *ConfigMapPrices) Prices(ctx context.Context) (cost.Prices, error) {
 // gpuMeter integrates GPU allocation into GPU-seconds and cost. It is a prometheus.Collector.
 type gpuMeter struct {
 	clock clock.PassiveClock
+	// windows, when set, receives each fleet's GPU cost as it accrues (fleet budgets, status).
+	windows *usage.Windows
 
 	mu sync.Mutex
 	// uses are the fleets' current allocations, since the time of the last observation.
@@ -134,8 +137,8 @@ type gpuUse struct {
 	currency string
 }
 
-func newGPUMeter(c clock.PassiveClock) *gpuMeter {
-	return &gpuMeter{clock: c, uses: map[types.NamespacedName]fleetUse{}, totals: map[gpuSeries]*gpuTotal{}}
+func newGPUMeter(c clock.PassiveClock, w *usage.Windows) *gpuMeter {
+	return &gpuMeter{clock: c, windows: w, uses: map[types.NamespacedName]fleetUse{}, totals: map[gpuSeries]*gpuTotal{}}
 }
 
 var (
@@ -244,6 +247,10 @@ func (m *gpuMeter) accrue(key types.NamespacedName, now time.Time) {
 		t.lastUsed = now
 		if u.priced {
 			t.cost[u.currency] += cost
+			if m.windows != nil {
+				// Put at the end of the interval: a budget window keeps it a little longer, never less.
+				m.windows.Add(key, now, usage.Use{GPUCost: cost})
+			}
 		} else {
 			t.unpriced += seconds
 		}

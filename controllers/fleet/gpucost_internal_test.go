@@ -214,7 +214,7 @@ func TestGPUMeter(t *testing.T) {
 	for name, steps := range cases {
 		t.Run(name, func(t *testing.T) {
 			clk := clocktesting.NewFakePassiveClock(start)
-			m := newGPUMeter(clk)
+			m := newGPUMeter(clk, nil)
 			for i, st := range steps {
 				clk.SetTime(clk.Now().Add(st.after))
 				if st.do != nil {
@@ -241,7 +241,7 @@ func TestGPUMeter(t *testing.T) {
 // The price table in force is exported, and so is whether the configured one could be read, once it
 // was read: a replica that is not the leader, or a leader before its first reconcile, says nothing.
 func TestGPUMeterPriceSeries(t *testing.T) {
-	m := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)))
+	m := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)), nil)
 	if got := samples(t, m); len(got) != 0 {
 		t.Errorf("before any price table was read: %v, want no series", got)
 	}

@@ -62,8 +62,14 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
+	taskBudget, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
+	if err != nil {
+		// The fleet's error, not the reconcile's (the CRD's pattern makes it unreachable).
+		s.block(blocker{reason: v1alpha1.ReasonInvalidSpec, message: err.Error(), degraded: true, stalled: true})
+		return nil //nolint:nilerr // reported in the fleet's status
+	}
 	d := supervisor.Decide(supervisor.Observation{
-		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat,
+		Now: s.now, Workers: workers, Leases: leases, Heartbeat: f.Spec.Health.Heartbeat, TaskBudget: taskBudget,
 		Budget: f.Spec.Health.RestartBudget, Recent: f.Status.RecentRestarts, Replicas: int(f.WorkerReplicas()),
 		FaultyNodes: nodes.faulty,
 	})
@@ -225,6 +231,8 @@ func appendRestarts(counts v1alpha1.RestartCounts, recent, records []v1alpha1.Re
 			counts.Looping++
 		case supervisor.GPUUnhealthy:
 			counts.GPUUnhealthy++
+		case supervisor.OverBudget:
+			counts.OverBudget++
 		}
 	}
 	recent = append(append([]v1alpha1.RestartRecord(nil), recent...), records...)

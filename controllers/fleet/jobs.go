@@ -47,7 +47,8 @@ func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 		jobRuns := runs[job.Name]
 		slices.SortFunc(jobRuns, func(a, b *rayv1.RayJob) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
 		st := v1alpha1.JobStatus{Name: job.Name}
-		if !f.Spec.Suspend && !job.Suspend && clusterReady {
+		paused := s.budget != nil && s.budget.Pause
+		if !f.Spec.Suspend && !job.Suspend && clusterReady && !paused {
 			created, err := r.runJob(ctx, s, job, jobRuns, &st)
 			if err != nil {
 				return err
@@ -57,6 +58,9 @@ func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 			}
 		} else if job.Schedule != "" {
 			st.LastScheduleTime = lastScheduled(jobRuns)
+		}
+		if paused {
+			st.Message = "no run is started while the fleet is paused by its budget"
 		}
 		if n := len(jobRuns); n > 0 {
 			latest := jobRuns[n-1]

@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 )
 
 // The fleet metrics: bounded labels (a fleet's namespace and name, and small fixed sets), one series
@@ -46,16 +47,23 @@ var (
 	}, []string{"reason"})
 
 	// gpuUsage meters GPU-seconds and cost (gpucost.go).
-	gpuUsage = newGPUMeter(clock.RealClock{})
+	gpuUsage = newGPUMeter(clock.RealClock{}, fleetWindows)
+	// fleetWindows is each fleet's use by minute over the last day: fleet budgets and status.usage.
+	fleetWindows = usage.NewWindows()
+
+	fleetInfo = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentfleet_fleet_info",
+		Help: "1 for each fleet, with its cost center and model: for joins with the series that lack them (tokens, tasks).",
+	}, []string{"namespace", "fleet", "cost_center", "model"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge, detectionLatency, gpuUsage)
+	metrics.Registry.MustRegister(restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge, detectionLatency, gpuUsage, fleetInfo)
 }
 
 // fleetConditionTypes are the conditions reported as agentfleet_fleet_condition.
 var fleetConditionTypes = []string{v1alpha1.ConditionReady, v1alpha1.ConditionProgressing, v1alpha1.ConditionDegraded,
-	v1alpha1.ConditionReconciling, v1alpha1.ConditionStalled}
+	v1alpha1.ConditionReconciling, v1alpha1.ConditionStalled, v1alpha1.ConditionBudgetExceeded}
 
 // recordFleetMetrics sets a fleet's gauges from its status and its GPU allocation by product
 // (cost.Allocation; nil when the pods could not be observed), at every reconcile. The workers and condition series of a fleet are a fixed
@@ -63,6 +71,8 @@ var fleetConditionTypes = []string{v1alpha1.ConditionReady, v1alpha1.ConditionPr
 // are replaced, so that none goes stale.
 func recordFleetMetrics(f *v1alpha1.AgentFleet, alloc map[string]int32) {
 	st := f.Status
+	fleetInfo.DeletePartialMatch(prometheus.Labels{"namespace": f.Namespace, "fleet": f.Name})
+	fleetInfo.WithLabelValues(f.Namespace, f.Name, f.Spec.CostCenter, f.Spec.Model.Name).Set(1)
 	for state, n := range map[string]int32{"desired": f.WorkerReplicas(), "ready": st.ReadyReplicas, "updated": st.UpdatedReplicas} {
 		workersGauge.WithLabelValues(f.Namespace, f.Name, state).Set(float64(n))
 	}
@@ -97,5 +107,7 @@ func forgetFleetGauges(key types.NamespacedName) {
 	workersGauge.DeletePartialMatch(labels)
 	conditionGauge.DeletePartialMatch(labels)
 	gpusAllocatedGauge.DeletePartialMatch(labels)
+	fleetInfo.DeletePartialMatch(labels)
 	gpuUsage.forget(key)
+	fleetWindows.Forget(key)
 }

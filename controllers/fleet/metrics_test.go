@@ -107,7 +107,7 @@ func TestFleetMetricsLint(t *testing.T) {
 	tasksTotal.WithLabelValues("lint", "agents", "succeeded").Add(0)
 	tokensTotal.WithLabelValues("lint", "agents", "claude-sonnet-4-5", "in").Add(0)
 	defer forgetFleetGauges(types.NamespacedName{Namespace: "lint", Name: "agents"})
-	meter := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)))
+	meter := newGPUMeter(clocktesting.NewFakePassiveClock(time.Unix(0, 0)), nil)
 	meter.observe(types.NamespacedName{Namespace: "lint", Name: "agents"}, "research", "",
 		map[string]int32{"NVIDIA-L4": 1, "NVIDIA-B300": 2}, cost.DefaultPrices(), nil)
 	for _, c := range []prometheus.Collector{restartsTotal, workersGauge, conditionGauge, gpusAllocatedGauge, detectionLatency, meter, tasksTotal, tokensTotal} {

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
@@ -68,6 +69,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	if r.deletions == nil {
 		r.deletions = newDeletions()
 	}
+	r.wake = make(chan event.TypedGenericEvent[*v1alpha1.AgentFleet], 1024)
 	indexer := mgr.GetFieldIndexer()
 	for name, fn := range map[string]client.IndexerFunc{dependencyIndex: indexDependencies, promptIndex: indexPrompt, secretIndex: indexSecrets} {
 		if err := indexer.IndexField(ctx, &v1alpha1.AgentFleet{}, name, fn); err != nil {
@@ -88,6 +90,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToFleets)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.fleetsReferencing(secretIndex))).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.fleetsInNamespace), builder.WithPredicates(gpuPolicyChanged())).
+		WatchesRawSource(source.Channel(r.wake, &handler.TypedEnqueueRequestForObject[*v1alpha1.AgentFleet]{})).
 		Named("agentfleet").
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.MaxConcurrentReconciles, 1)}).
 		Build(r)
@@ -124,7 +127,7 @@ func (r *Reconciler) leaseToFleet(ctx context.Context, o client.Object) []reconc
 	hb := f.Spec.Health.Heartbeat
 	a := o.GetAnnotations()
 	if o.GetDeletionTimestamp() != nil || a[heartbeatapi.AnnotationSteps] == "" || a[heartbeatapi.AnnotationSteps] == "0" ||
-		atLeast(a[heartbeatapi.AnnotationActionRepeats], hb.MaxRepeatedActions) || atLeast(a[heartbeatapi.AnnotationTaskSteps], hb.MaxStepsPerTask) {
+		atLeast(a[heartbeatapi.AnnotationActionRepeats], hb.MaxRepeatedActions) || atLeast(a[heartbeatapi.AnnotationTaskSteps], f.MaxStepsPerTask()) {
 		return reqs
 	}
 	return nil

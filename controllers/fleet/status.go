@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/gpu"
 	"github.com/agentfleet/agentfleet/internal/cost"
 	"github.com/agentfleet/agentfleet/rayspecs"
@@ -40,6 +41,10 @@ type statusObservation struct {
 	// GPUNodes is what the nodes of the GPU workers say about their GPUs (empty when the health
 	// phase did not run: then only the pods' own GPU conditions are reported).
 	GPUNodes nodeGPUs
+	// Budget is the fleet budget's verdict; nil when it was not decided (the condition stays).
+	Budget *usage.FleetVerdict
+	// Usage is status.usage (nil: none, or not computed when Budget is nil).
+	Usage *v1alpha1.UsageStatus
 	// Err is a transient error of this reconcile.
 	Err error
 }
@@ -81,6 +86,9 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	c := countWorkers(&o)
 
 	st.GPUs = gpuStatus(f, o.Pods)
+	if o.Budget != nil {
+		st.Usage = o.Usage
+	}
 	st.GPUFaults = gpuFaults(o.Pods, o.GPUNodes)
 	if o.Jobs != nil || len(f.Spec.Jobs) == 0 {
 		st.Jobs = o.Jobs
@@ -107,6 +115,15 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 		set(metav1.Condition{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError, Message: o.Err.Error()})
 		st.Phase = phaseOf(st.Conditions, f.Spec.Suspend)
 		return st
+	}
+	switch b := o.Budget; {
+	case b == nil:
+	case !b.Budgeted:
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionBudgetExceeded)
+	case b.Exceeded:
+		set(condition(v1alpha1.ConditionBudgetExceeded, true, v1alpha1.ReasonBudgetExceeded, b.Message))
+	default:
+		set(condition(v1alpha1.ConditionBudgetExceeded, false, v1alpha1.ReasonWithinBudget, b.Message))
 	}
 	a := assess(&o, c)
 	set(readyCondition(a))
@@ -238,6 +255,8 @@ func assess(o *statusObservation, c workerCounts) assessment {
 	switch {
 	case o.BudgetExhausted != "":
 		return assessment{state: stateDegraded, reason: v1alpha1.ReasonRestartBudgetExhausted, message: o.BudgetExhausted}
+	case o.Budget != nil && o.Budget.Pause:
+		return assessment{state: stateDegraded, reason: v1alpha1.ReasonBudgetExceeded, message: o.Budget.Message}
 	case c.updated < c.observed:
 		return assessment{state: stateProgressing, reason: v1alpha1.ReasonRolling,
 			message: fmt.Sprintf("%d of %d agent workers updated to revision %s, %d ready", c.updated, c.replicas, c.revision, c.ready)}

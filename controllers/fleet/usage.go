@@ -3,16 +3,21 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/controllers/usage"
 )
 
@@ -30,10 +35,18 @@ var (
 		Name: "agentfleet_tokens_total",
 		Help: "Model tokens the agent workers of a fleet used, by direction (in: prompt, out: completion), as their heartbeat Leases report them.",
 	}, []string{"namespace", "fleet", "model", "direction"})
+	tokenCostTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentfleet_token_cost_total",
+		Help: "Cost of the tokens of agentfleet_tokens_total at the price table's price of the model when they were accounted; tokens of unpriced models are in agentfleet_tokens_unpriced_total instead.",
+	}, []string{"namespace", "fleet", "model", "direction", "currency"})
+	tokensUnpricedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentfleet_tokens_unpriced_total",
+		Help: "The part of agentfleet_tokens_total accounted while the model had no price in the table: not in agentfleet_token_cost_total.",
+	}, []string{"namespace", "fleet", "model", "direction"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(tasksTotal, tokensTotal)
+	metrics.Registry.MustRegister(tasksTotal, tokensTotal, tokenCostTotal, tokensUnpricedTotal)
 }
 
 // watchUsage feeds the ledger from the (cached, fleet-labelled) Lease informer, on the leader only:
@@ -48,9 +61,9 @@ func (r *Reconciler) watchUsage(mgr ctrl.Manager) error {
 			return fmt.Errorf("getting the Lease informer for the usage ledger: %w", err)
 		}
 		reg, err := informer.AddEventHandler(toolscache.ResourceEventHandlerDetailedFuncs{
-			AddFunc:    func(o any, initial bool) { r.accountLease(ctx, o, initial, false) },
-			UpdateFunc: func(_, o any) { r.accountLease(ctx, o, false, false) },
-			DeleteFunc: func(o any) { r.accountLease(ctx, o, false, true) },
+			AddFunc:    func(o any, initial bool) { r.accountLease(ctx, nil, o, initial, false) },
+			UpdateFunc: func(old, o any) { r.accountLease(ctx, old, o, false, false) },
+			DeleteFunc: func(o any) { r.accountLease(ctx, nil, o, false, true) },
 		})
 		if err != nil {
 			return fmt.Errorf("watching Leases for the usage ledger: %w", err)
@@ -60,8 +73,11 @@ func (r *Reconciler) watchUsage(mgr ctrl.Manager) error {
 	}))
 }
 
-// accountLease adds what a heartbeat Lease's counts gained to its fleet's counters.
-func (r *Reconciler) accountLease(ctx context.Context, o any, baseline, deleted bool) {
+// accountLease adds what a heartbeat Lease's counts gained to its fleet's counters and its windows
+// (status.usage, fleet budgets), and wakes the fleet when the Lease's task has just passed a
+// per-task budget, has just started under a duration budget, or the fleet's tokens have just passed
+// its hourly budget: the reconcile that acts is not left to the next timer.
+func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, deleted bool) {
 	if tomb, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
 		o = tomb.Obj
 	}
@@ -69,36 +85,105 @@ func (r *Reconciler) accountLease(ctx context.Context, o any, baseline, deleted 
 	if !ok {
 		return
 	}
-	fleet := lease.Labels[v1alpha1.LabelFleet]
-	if fleet == "" {
+	name := lease.Labels[v1alpha1.LabelFleet]
+	if name == "" {
 		return
 	}
+	key := client.ObjectKey{Namespace: lease.Namespace, Name: name}
+	now := r.Clock.Now()
 	var inc usage.Counts
 	if deleted {
-		inc = r.usage.Forget(lease, r.Clock.Now())
+		inc = r.usage.Forget(lease, now)
 	} else {
 		inc = r.usage.Observe(lease, baseline)
 	}
-	if inc.IsZero() {
-		return
+	f := &v1alpha1.AgentFleet{}
+	if err := r.Get(ctx, key, f); err != nil {
+		f = nil // gone: its counts are still accounted, under the model "unknown"
 	}
-	ns := lease.Namespace
-	tasksTotal.WithLabelValues(ns, fleet, "succeeded").Add(float64(inc.Succeeded))
-	tasksTotal.WithLabelValues(ns, fleet, "failed").Add(float64(inc.Failed))
-	if inc.TokensIn > 0 || inc.TokensOut > 0 {
-		model := r.fleetModel(ctx, client.ObjectKey{Namespace: ns, Name: fleet})
-		tokensTotal.WithLabelValues(ns, fleet, model, "in").Add(float64(inc.TokensIn))
-		tokensTotal.WithLabelValues(ns, fleet, model, "out").Add(float64(inc.TokensOut))
+	if !inc.IsZero() {
+		r.accountIncrease(ctx, key, f, inc, now)
+	}
+	if f != nil && !deleted && r.leaseWakes(ctx, f, old, lease, now) {
+		r.wakeFleet(f)
 	}
 }
 
-// fleetModel is the model a fleet declares now, from the cache ("unknown" when the fleet is gone):
-// tokens are labelled with the model at the time they are accounted, so a worker still on the old
-// model after a change counts its last tokens under the new one.
-func (r *Reconciler) fleetModel(ctx context.Context, key client.ObjectKey) string {
-	f := &v1alpha1.AgentFleet{}
-	if err := r.Get(ctx, key, f); err != nil || f.Spec.Model.Name == "" {
-		return "unknown"
+// accountIncrease adds a Lease's increase to its fleet's counters and windows, the tokens priced at
+// the model's price in the table now.
+func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, f *v1alpha1.AgentFleet, inc usage.Counts, now time.Time) {
+	ns, fleet := key.Namespace, key.Name
+	tasksTotal.WithLabelValues(ns, fleet, "succeeded").Add(float64(inc.Succeeded))
+	tasksTotal.WithLabelValues(ns, fleet, "failed").Add(float64(inc.Failed))
+	use := usage.Use{Succeeded: inc.Succeeded, Failed: inc.Failed, TokensIn: inc.TokensIn, TokensOut: inc.TokensOut}
+	if inc.TokensIn > 0 || inc.TokensOut > 0 {
+		model := "unknown"
+		if f != nil && f.Spec.Model.Name != "" {
+			// Tokens are labelled with the model the fleet declares when they are accounted: a
+			// worker still on the old model after a change counts its last tokens under the new one.
+			model = f.Spec.Model.Name
+		}
+		tokensTotal.WithLabelValues(ns, fleet, model, "in").Add(float64(inc.TokensIn))
+		tokensTotal.WithLabelValues(ns, fleet, model, "out").Add(float64(inc.TokensOut))
+		prices, err := r.priceSource().Prices(ctx)
+		r.logPriceTable(ctx, err)
+		if in, out, ok := prices.TokenMillion(model); ok {
+			cin, cout := float64(inc.TokensIn)*in/1e6, float64(inc.TokensOut)*out/1e6
+			tokenCostTotal.WithLabelValues(ns, fleet, model, "in", prices.Currency).Add(cin)
+			tokenCostTotal.WithLabelValues(ns, fleet, model, "out", prices.Currency).Add(cout)
+			use.TokenCost = cin + cout
+		} else {
+			tokensUnpricedTotal.WithLabelValues(ns, fleet, model, "in").Add(float64(inc.TokensIn))
+			tokensUnpricedTotal.WithLabelValues(ns, fleet, model, "out").Add(float64(inc.TokensOut))
+		}
 	}
-	return f.Spec.Model.Name
+	fleetWindows.Add(key, now, use)
+}
+
+// leaseWakes says whether a Lease's change calls for its fleet's reconcile now (renewals mostly do
+// not: leaseToFleet wakes it for loops and new or deleted Leases).
+func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old any, lease *coordinationv1.Lease, now time.Time) bool {
+	b := f.Spec.Budgets
+	if b == nil || f.Spec.Health.Heartbeat == nil {
+		return false
+	}
+	if b.MaxDurationSeconds != nil {
+		// A task started: the supervisor times it from the next reconcile.
+		prev, _ := old.(*coordinationv1.Lease)
+		started := lease.Annotations[heartbeatapi.AnnotationTaskStarted]
+		if started != "" && (prev == nil || prev.Annotations[heartbeatapi.AnnotationTaskStarted] != started) {
+			return true
+		}
+	}
+	if b.MaxTokens != nil || b.MaxCost != "" {
+		tb, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
+		tb.MaxDuration = 0 // timed by the reconcile the task's start wakes
+		if _, _, over := supervisor.OverTaskBudget(lease, tb, now, nil); err == nil && over {
+			return true
+		}
+	}
+	if limit := b.MaxTokensPerHour; limit != nil && !meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded) {
+		key := client.ObjectKeyFromObject(f)
+		return usage.Sum(fleetWindows.Buckets(key, now), now, usage.Hour).Tokens() > *limit
+	}
+	return false
+}
+
+// wakeFleet queues a reconcile of the fleet (the wake channel, a source of the controller).
+func (r *Reconciler) wakeFleet(f *v1alpha1.AgentFleet) {
+	if r.wake == nil {
+		return
+	}
+	select {
+	case r.wake <- event.TypedGenericEvent[*v1alpha1.AgentFleet]{Object: f}:
+	default: // full: the fleet's timers still run; a wake is an optimisation of latency
+	}
+}
+
+// tokenPrice is the price of a fleet's model in the table now.
+func (r *Reconciler) tokenPrice(ctx context.Context, f *v1alpha1.AgentFleet) supervisor.TokenPrice {
+	prices, err := r.priceSource().Prices(ctx)
+	r.logPriceTable(ctx, err)
+	in, out, ok := prices.TokenMillion(f.Spec.Model.Name)
+	return supervisor.TokenPrice{In: in, Out: out, Currency: prices.Currency, Priced: ok}
 }

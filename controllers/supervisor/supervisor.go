@@ -14,6 +14,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -26,6 +27,9 @@ const (
 	Stalled      = "Stalled"
 	Looping      = "Looping"
 	GPUUnhealthy = "GPUUnhealthy"
+	// OverBudget: the worker's current task passed the fleet's per-task budget (tokens, duration,
+	// cost), as its heartbeat Lease reports it.
+	OverBudget = "OverBudget"
 )
 
 // Defaults.
@@ -50,6 +54,8 @@ type Observation struct {
 	Leases map[string]*coordinationv1.Lease
 	// Heartbeat is the fleet's heartbeat contract; nil when it has none (crashes only).
 	Heartbeat *v1alpha1.HeartbeatSpec
+	// TaskBudget is the fleet's per-task budget of steps, tokens, time and cost; zero for none.
+	TaskBudget TaskBudget
 	// Budget is the fleet's restart budget; Recent are the replacements made so far, oldest first.
 	Budget v1alpha1.RestartBudget
 	Recent []v1alpha1.RestartRecord
@@ -62,6 +68,41 @@ type Observation struct {
 	// name, with the evidence: the workers there that request GPUs are replaced. The workers' own
 	// GPU faults are read from their pods' conditions.
 	FaultyNodes map[string]string
+}
+
+// TaskBudget is what one task may take, as enforced from the heartbeat; a zero field is no limit.
+type TaskBudget struct {
+	// MaxSteps: a task this many steps long is looping (AgentFleet.MaxStepsPerTask).
+	MaxSteps    int32
+	MaxTokens   int64
+	MaxDuration time.Duration
+	// MaxCost is what a task's tokens may cost, at Price; enforced only when Price.Priced.
+	MaxCost float64
+	Price   TokenPrice
+}
+
+// TokenPrice is the price of a million input and output tokens of the fleet's model.
+type TokenPrice struct {
+	In, Out  float64
+	Currency string
+	Priced   bool
+}
+
+// TaskBudgetOf is the per-task budget a fleet declares, at its model's token prices.
+func TaskBudgetOf(f *v1alpha1.AgentFleet, price TokenPrice) (TaskBudget, error) {
+	b := f.Spec.Budgets
+	if b == nil {
+		return TaskBudget{MaxSteps: f.MaxStepsPerTask()}, nil
+	}
+	t := TaskBudget{MaxSteps: f.MaxStepsPerTask(), MaxTokens: ptr.Deref(b.MaxTokens, 0), MaxDuration: time.Duration(ptr.Deref(b.MaxDurationSeconds, 0)) * time.Second, Price: price}
+	if b.MaxCost != "" {
+		v, err := strconv.ParseFloat(b.MaxCost, 64)
+		if err != nil || v < 0 {
+			return TaskBudget{}, fmt.Errorf("spec.budgets.maxCost %q is not a non-negative decimal", b.MaxCost)
+		}
+		t.MaxCost = v
+	}
+	return t, nil
 }
 
 // Replacement is a worker to replace and why.
@@ -112,7 +153,7 @@ func Decide(o Observation) Decision {
 			continue
 		}
 		if o.Heartbeat != nil {
-			if r, ok := heartbeat(p, o.Leases[p.Name], o.Heartbeat, o.Now, recheck); ok {
+			if r, ok := heartbeat(p, o.Leases[p.Name], o.Heartbeat, o.TaskBudget, o.Now, recheck); ok {
 				unhealthy = append(unhealthy, r)
 			}
 		}
@@ -295,7 +336,7 @@ func crashed(p *corev1.Pod, now time.Time, pendingDeadline time.Duration, rechec
 }
 
 // heartbeat reads a stall or a loop from the worker's Lease.
-func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.HeartbeatSpec, now time.Time, recheck func(time.Duration)) (Replacement, bool) {
+func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.HeartbeatSpec, tb TaskBudget, now time.Time, recheck func(time.Duration)) (Replacement, bool) {
 	deadline := time.Duration(hb.ProgressDeadlineSeconds) * time.Second
 	readySince, ready := readyTime(p)
 	if !ready {
@@ -318,13 +359,18 @@ func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.Heartbea
 	if repeats := atoi(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
 		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions), renewed}, true
 	}
-	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); hb.MaxStepsPerTask > 0 && steps >= int(hb.MaxStepsPerTask) {
-		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, hb.MaxStepsPerTask), renewed}, true
+	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); tb.MaxSteps > 0 && steps >= int(tb.MaxSteps) {
+		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, tb.MaxSteps), renewed}, true
 	}
 	if age := now.Sub(renewed); age >= deadline {
 		return Replacement{p.Name, Stalled, fmt.Sprintf("heartbeat not renewed for %ds", int(age.Seconds())), renewed.Add(deadline)}, true
 	} else {
 		recheck(deadline - age)
+	}
+	// Over budget only while the heartbeat is fresh: a worker that stopped renewing is stalled, and
+	// one that stopped reporting tokens has no tokens over budget.
+	if evidence, since, ok := OverTaskBudget(lease, tb, now, recheck); ok {
+		return Replacement{p.Name, OverBudget, evidence, since}, true
 	}
 	if a[heartbeatapi.AnnotationState] == heartbeatapi.StateWorking {
 		if last, err := time.Parse(heartbeatapi.TimeFormat, a[heartbeatapi.AnnotationLastStepTime]); err == nil {
@@ -372,4 +418,54 @@ func atoi(s string) int {
 		return 0
 	}
 	return n
+}
+
+// OverTaskBudget says whether the current task of the worker whose Lease this is passed the
+// per-task budget, with the evidence and since when. Tokens are the Lease's task-tokens; the
+// duration runs from task-started while the worker is working; the cost is the task's tokens priced
+// at the worker's lifetime mix of input and output tokens (the contract reports a task's tokens as
+// one count), or, before any are reported, at the cheaper direction's price: never more than the
+// task can have cost. recheck, if not nil, is told when the duration budget will run out.
+func OverTaskBudget(lease *coordinationv1.Lease, tb TaskBudget, now time.Time, recheck func(time.Duration)) (evidence string, since time.Time, over bool) {
+	a := lease.Annotations
+	renewed := lease.CreationTimestamp.Time
+	if lease.Spec.RenewTime != nil {
+		renewed = lease.Spec.RenewTime.Time
+	}
+	working := a[heartbeatapi.AnnotationState] == heartbeatapi.StateWorking
+	taskTokens, reported := count(a[heartbeatapi.AnnotationTaskTokens])
+	if tb.MaxTokens > 0 && reported && taskTokens > tb.MaxTokens {
+		return fmt.Sprintf("%d tokens in one task (limit %d)", taskTokens, tb.MaxTokens), renewed, true
+	}
+	if tb.MaxCost > 0 && tb.Price.Priced && reported && taskTokens > 0 {
+		in, _ := count(a[heartbeatapi.AnnotationTokensIn])
+		out, _ := count(a[heartbeatapi.AnnotationTokensOut])
+		perMillion := min(tb.Price.In, tb.Price.Out)
+		if in+out > 0 {
+			perMillion = (float64(in)*tb.Price.In + float64(out)*tb.Price.Out) / float64(in+out)
+		}
+		if c := float64(taskTokens) * perMillion / 1e6; c > tb.MaxCost {
+			return fmt.Sprintf("%d tokens in one task cost about %.4f %s (limit %s %s)", taskTokens, c, tb.Price.Currency,
+				strconv.FormatFloat(tb.MaxCost, 'f', -1, 64), tb.Price.Currency), renewed, true
+		}
+	}
+	if tb.MaxDuration > 0 && working {
+		if started, err := time.Parse(heartbeatapi.TimeFormat, a[heartbeatapi.AnnotationTaskStarted]); err == nil {
+			if age := now.Sub(started); age > tb.MaxDuration {
+				return fmt.Sprintf("one task running for %ds (limit %ds)", int(age.Seconds()), int(tb.MaxDuration.Seconds())), started.Add(tb.MaxDuration), true
+			} else if recheck != nil {
+				recheck(tb.MaxDuration - age + time.Millisecond)
+			}
+		}
+	}
+	return "", time.Time{}, false
+}
+
+// count reads a non-negative decimal count, and whether it is there.
+func count(s string) (int64, bool) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }

@@ -49,7 +49,10 @@ func lease(name string, renewed time.Duration, state string, lastStep time.Durat
 	}
 }
 
-var hb = &v1alpha1.HeartbeatSpec{IntervalSeconds: 10, ProgressDeadlineSeconds: 60, MaxRepeatedActions: 5, MaxStepsPerTask: 100}
+var hb = &v1alpha1.HeartbeatSpec{IntervalSeconds: 10, ProgressDeadlineSeconds: 60, MaxRepeatedActions: 5}
+
+// steps is the steps budget of the tests.
+var steps = sv.TaskBudget{MaxSteps: 100}
 
 func budget(maxRestarts, windowSeconds int32) v1alpha1.RestartBudget {
 	return v1alpha1.RestartBudget{MaxRestarts: &maxRestarts, WindowSeconds: windowSeconds}
@@ -111,7 +114,7 @@ func TestDetection(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			d := sv.Decide(sv.Observation{
 				Now: now, Workers: []corev1.Pod{tc.pod}, Leases: map[string]*coordinationv1.Lease{"w": tc.lease},
-				Heartbeat: tc.heartbeat, Budget: budget(10, 3600),
+				Heartbeat: tc.heartbeat, TaskBudget: steps, Budget: budget(10, 3600),
 			})
 			if tc.lease == nil {
 				d = sv.Decide(sv.Observation{Now: now, Workers: []corev1.Pod{tc.pod}, Heartbeat: tc.heartbeat, Budget: budget(10, 3600)})
@@ -305,5 +308,90 @@ func TestGPUFaultsWithinTheBudget(t *testing.T) {
 	}
 	if !d.BudgetExhausted || d.RecheckAfter != 570*time.Second {
 		t.Errorf("exhausted %v, recheck %s; want true, 570s (the one replacement in the window leaves it)", d.BudgetExhausted, d.RecheckAfter)
+	}
+}
+
+func TestOverBudget(t *testing.T) {
+	// withTask is a working worker's Lease, renewed 2 s ago, in a task started started ago with
+	// taskTokens so far, and lifetime tokens in and out ("" leaves an annotation out).
+	withTask := func(started time.Duration, taskTokens, in, out string) *coordinationv1.Lease {
+		l := lease("w", 2*time.Second, heartbeatapi.StateWorking, time.Second, 1, 3)
+		set := func(k, v string) {
+			if v != "" {
+				l.Annotations[k] = v
+			}
+		}
+		l.Annotations[heartbeatapi.AnnotationTaskStarted] = now.Add(-started).Format(heartbeatapi.TimeFormat)
+		set(heartbeatapi.AnnotationTaskTokens, taskTokens)
+		set(heartbeatapi.AnnotationTokensIn, in)
+		set(heartbeatapi.AnnotationTokensOut, out)
+		return l
+	}
+	priced := sv.TokenPrice{In: 3, Out: 15, Currency: "USD", Priced: true}
+	renewed := now.Add(-2 * time.Second)
+	cases := map[string]struct {
+		lease   *coordinationv1.Lease
+		budget  sv.TaskBudget
+		want    []sv.Replacement
+		recheck time.Duration
+	}{
+		"no budget":           {withTask(time.Hour, "1000000", "900000", "100000"), sv.TaskBudget{}, nil, 0},
+		"tokens within":       {withTask(time.Minute, "5000", "", ""), sv.TaskBudget{MaxTokens: 5000}, nil, 0},
+		"tokens over":         {withTask(time.Minute, "5001", "", ""), sv.TaskBudget{MaxTokens: 5000}, []sv.Replacement{{"w", sv.OverBudget, "5001 tokens in one task (limit 5000)", renewed}}, 0},
+		"tokens not reported": {withTask(time.Minute, "", "", ""), sv.TaskBudget{MaxTokens: 5000}, nil, 0},
+		"tokens malformed":    {withTask(time.Minute, "lots", "", ""), sv.TaskBudget{MaxTokens: 5000}, nil, 0},
+		"duration within, rechecked at its end": {withTask(50*time.Second, "", "", ""), sv.TaskBudget{MaxDuration: time.Minute}, nil,
+			10*time.Second + time.Millisecond},
+		"duration over": {withTask(61*time.Second, "", "", ""), sv.TaskBudget{MaxDuration: time.Minute},
+			[]sv.Replacement{{"w", sv.OverBudget, "one task running for 61s (limit 60s)", now.Add(-time.Second)}}, 0},
+		"idle: no task to time": {func() *coordinationv1.Lease {
+			l := withTask(time.Hour, "", "", "")
+			l.Annotations[heartbeatapi.AnnotationState] = heartbeatapi.StateIdle
+			return l
+		}(), sv.TaskBudget{MaxDuration: time.Minute}, nil, 0},
+		// 100,000 tokens at a mix of 3/4 in, 1/4 out: (0.75·3 + 0.25·15)/1e6 per token = 0.60.
+		"cost at the worker's mix, over": {withTask(time.Minute, "100000", "750000", "250000"), sv.TaskBudget{MaxCost: 0.5, Price: priced},
+			[]sv.Replacement{{"w", sv.OverBudget, "100000 tokens in one task cost about 0.6000 USD (limit 0.5 USD)", renewed}}, 0},
+		"cost at the worker's mix, within": {withTask(time.Minute, "100000", "750000", "250000"), sv.TaskBudget{MaxCost: 0.7, Price: priced}, nil, 0},
+		// Without lifetime counts, the cheaper direction: 200,000 × 3/1e6 = 0.60.
+		"cost before any lifetime count: the lower bound": {withTask(time.Minute, "200000", "", ""), sv.TaskBudget{MaxCost: 0.5, Price: priced},
+			[]sv.Replacement{{"w", sv.OverBudget, "200000 tokens in one task cost about 0.6000 USD (limit 0.5 USD)", renewed}}, 0},
+		"cost of an unpriced model is not enforced": {withTask(time.Minute, "100000000", "1", "1"), sv.TaskBudget{MaxCost: 0.01}, nil, 0},
+		"a stale heartbeat is stalled, not over budget": {func() *coordinationv1.Lease {
+			l := withTask(time.Hour, "999999", "", "")
+			l.Spec.RenewTime = ptr.To(metav1.NewMicroTime(now.Add(-61 * time.Second)))
+			return l
+		}(), sv.TaskBudget{MaxTokens: 10, MaxDuration: time.Minute}, []sv.Replacement{{"w", sv.Stalled, "heartbeat not renewed for 61s", now.Add(-time.Second)}}, 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := sv.Decide(sv.Observation{
+				Now: now, Workers: []corev1.Pod{pod("w")}, Leases: map[string]*coordinationv1.Lease{"w": tc.lease},
+				Heartbeat: hb, TaskBudget: tc.budget, Budget: budget(10, 3600),
+			})
+			if diff := cmp.Diff(tc.want, d.Replace); diff != "" {
+				t.Errorf("replace (-want +got):\n%s", diff)
+			}
+			if tc.recheck != 0 && d.RecheckAfter != tc.recheck {
+				t.Errorf("recheck after %v, want %v", d.RecheckAfter, tc.recheck)
+			}
+		})
+	}
+}
+
+func TestTaskBudgetOf(t *testing.T) {
+	price := sv.TokenPrice{In: 1, Out: 2, Priced: true}
+	fleet := func(b *v1alpha1.BudgetsSpec) *v1alpha1.AgentFleet {
+		return &v1alpha1.AgentFleet{Spec: v1alpha1.AgentFleetSpec{Health: v1alpha1.HealthSpec{Heartbeat: hb}, Budgets: b}}
+	}
+	got, err := sv.TaskBudgetOf(fleet(&v1alpha1.BudgetsSpec{MaxSteps: ptr.To[int32](7), MaxTokens: ptr.To[int64](10), MaxDurationSeconds: ptr.To[int32](30), MaxCost: "0.25"}), price)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(sv.TaskBudget{MaxSteps: 7, MaxTokens: 10, MaxDuration: 30 * time.Second, MaxCost: 0.25, Price: price}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if _, err := sv.TaskBudgetOf(fleet(&v1alpha1.BudgetsSpec{MaxCost: "a lot"}), price); err == nil || !strings.Contains(err.Error(), "maxCost") {
+		t.Errorf("a bad maxCost: got %v, want an error naming it", err)
 	}
 }

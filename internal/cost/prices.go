@@ -14,21 +14,35 @@ import (
 // PricesKey is the key of the price table in its ConfigMap.
 const PricesKey = "prices.yaml"
 
-// Prices is the price table: what a GPU of each product costs per hour, in one currency. It is read
-// from the ConfigMap the operator's --gpu-prices flag names (key PricesKey), written like
+// Prices is the price table: what a GPU of each product costs per hour, and what a million model
+// tokens cost, by model and direction, in one currency. It is read from the ConfigMap the operator's
+// --gpu-prices flag names (key PricesKey), written like
 //
 //	currency: USD
 //	gpuHourly:
 //	  NVIDIA-H100-80GB-HBM3: "3.50"
+//	tokenPerMillion:
+//	  claude-sonnet-4-5: {in: "3.00", out: "15.00"}
 //
-// Products are the values of the nvidia.com/gpu.product node label. A product not in the table is
-// unpriced: its GPU-hours are counted and reported as unpriced, never priced at 0.
+// Products are the values of the nvidia.com/gpu.product node label; models are fleets'
+// spec.model.name. A product or model not in the table is unpriced: its GPU-hours or tokens are
+// counted and reported as unpriced, never priced at 0.
 type Prices struct {
 	Currency string `json:"currency"`
 	// GPUHourly is the price of one GPU for one hour, by product, as a decimal string.
 	GPUHourly map[string]string `json:"gpuHourly"`
+	// TokenPerMillion is the price of a million input (prompt) and output (completion) tokens, by
+	// model, as decimal strings.
+	TokenPerMillion map[string]TokenPrices `json:"tokenPerMillion,omitempty"`
 
 	hourly map[string]float64
+	tokens map[string][2]float64
+}
+
+// TokenPrices are a model's prices per million tokens, by direction.
+type TokenPrices struct {
+	In  string `json:"in"`
+	Out string `json:"out"`
 }
 
 // DefaultPrices is the table used when no ConfigMap is configured: rounded on-demand list prices of
@@ -53,6 +67,11 @@ gpuHourly:
   NVIDIA-L4: "0.70"
   NVIDIA-L40S: "1.20"
   Tesla-T4: "0.35"
+tokenPerMillion:
+  claude-haiku-4-5: {in: "1.00", out: "5.00"}
+  claude-opus-4-1: {in: "15.00", out: "75.00"}
+  claude-sonnet-4-5: {in: "3.00", out: "15.00"}
+  gpt-4o: {in: "2.50", out: "10.00"}
 `
 
 // ParsePrices reads a price table, strictly: an unknown field, a missing currency, or a price that
@@ -72,13 +91,37 @@ func ParsePrices(data []byte) (Prices, error) {
 		if strings.TrimSpace(product) == "" {
 			return Prices{}, fmt.Errorf("price table: gpuHourly has an empty product name")
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		v, err := parsePrice(s)
+		if err != nil {
 			return Prices{}, fmt.Errorf("price table: gpuHourly[%s] = %q is not a non-negative decimal price per GPU-hour", product, s)
 		}
 		p.hourly[product] = v
 	}
+	p.tokens = make(map[string][2]float64, len(p.TokenPerMillion))
+	for _, model := range slices.Sorted(maps.Keys(p.TokenPerMillion)) {
+		if strings.TrimSpace(model) == "" {
+			return Prices{}, fmt.Errorf("price table: tokenPerMillion has an empty model name")
+		}
+		var v [2]float64
+		for i, d := range []struct{ name, price string }{{"in", p.TokenPerMillion[model].In}, {"out", p.TokenPerMillion[model].Out}} {
+			f, err := parsePrice(d.price)
+			if err != nil {
+				return Prices{}, fmt.Errorf("price table: tokenPerMillion[%s].%s = %q is not a non-negative decimal price per million tokens", model, d.name, d.price)
+			}
+			v[i] = f
+		}
+		p.tokens[model] = v
+	}
 	return p, nil
+}
+
+// parsePrice reads a non-negative, finite decimal.
+func parsePrice(s string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0, fmt.Errorf("not a non-negative decimal: %q", s)
+	}
+	return v, nil
 }
 
 // PricesFromConfigMap reads the table from a ConfigMap's data (key PricesKey): a missing key is an
@@ -99,3 +142,23 @@ func (p Prices) GPUHour(product string) (float64, bool) {
 
 // Products are the priced products, sorted.
 func (p Prices) Products() []string { return slices.Sorted(maps.Keys(p.hourly)) }
+
+// TokenMillion is the price of a million input and output tokens of a model, and whether the table
+// has one.
+func (p Prices) TokenMillion(model string) (in, out float64, ok bool) {
+	v, ok := p.tokens[model]
+	return v[0], v[1], ok
+}
+
+// TokenCost is what tokensIn input and tokensOut output tokens of a model cost, and whether the
+// model is priced.
+func (p Prices) TokenCost(model string, tokensIn, tokensOut int64) (float64, bool) {
+	in, out, ok := p.TokenMillion(model)
+	if !ok {
+		return 0, false
+	}
+	return (float64(tokensIn)*in + float64(tokensOut)*out) / 1e6, true
+}
+
+// Models are the models with token prices, sorted.
+func (p Prices) Models() []string { return slices.Sorted(maps.Keys(p.tokens)) }
