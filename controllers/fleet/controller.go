@@ -161,6 +161,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	statusErr := r.writeStatus(ctx, s, err)
 	recordFleetMetrics(s.fleet, r.meterGPUs(ctx, s))
+	r.declareUsageSeries(ctx, s.fleet)
 	if statusErr != nil {
 		if apierrors.IsConflict(statusErr) && err == nil {
 			log.V(1).Info("Conflict writing the status; requeueing")

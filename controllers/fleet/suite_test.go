@@ -24,6 +24,7 @@ import (
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/fleet"
+	"github.com/agentfleet/agentfleet/rayspecs"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -177,7 +178,8 @@ func (e *env) workers(rc *rayv1.RayCluster, n int, hash string, ready bool) []st
 				rayutils.RayClusterLabelKey: rc.Name, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup, rayutils.RayNodeTypeLabelKey: string(rayv1.WorkerNode),
 				v1alpha1.LabelFleet: rc.Name, v1alpha1.LabelWorkerHash: hash,
 			}},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ray-worker", Image: "agent"}}},
+			// The environment of the RayCluster's template, as KubeRay would create it.
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "ray-worker", Image: "agent", Env: templateEnv(rc)}}},
 		}
 		e.apply(pod)
 		status := corev1.ConditionFalse
@@ -203,4 +205,19 @@ func (e *env) headReady(rc *rayv1.RayCluster) {
 	if err := k8s.Status().Update(e.ctx, rc); err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// templateEnv is the plain environment of the agent container of a RayCluster's worker template.
+func templateEnv(rc *rayv1.RayCluster) []corev1.EnvVar {
+	var env []corev1.EnvVar
+	for _, g := range rc.Spec.WorkerGroupSpecs {
+		for _, c := range g.Template.Spec.Containers {
+			for _, v := range c.Env {
+				if c.Name == rayspecs.WorkerContainer && v.ValueFrom == nil {
+					env = append(env, v)
+				}
+			}
+		}
+	}
+	return env
 }

@@ -187,3 +187,26 @@ func (r *Reconciler) tokenPrice(ctx context.Context, f *v1alpha1.AgentFleet) sup
 	in, out, ok := prices.TokenMillion(f.Spec.Model.Name)
 	return supervisor.TokenPrice{In: in, Out: out, Currency: prices.Currency, Priced: ok}
 }
+
+// declareUsageSeries makes a fleet's task and token series exist, at 0, from its first reconcile:
+// Prometheus' increase() cannot count what a counter gained before its first scrape, so a series
+// born with its first tasks would lose them.
+func (r *Reconciler) declareUsageSeries(ctx context.Context, f *v1alpha1.AgentFleet) {
+	ns, name := f.Namespace, f.Name
+	tasksTotal.WithLabelValues(ns, name, "succeeded")
+	tasksTotal.WithLabelValues(ns, name, "failed")
+	if f.Spec.Health.Heartbeat == nil || f.Spec.Model.Name == "" {
+		return
+	}
+	prices, err := r.priceSource().Prices(ctx)
+	r.logPriceTable(ctx, err)
+	_, _, priced := prices.TokenMillion(f.Spec.Model.Name)
+	for _, direction := range []string{"in", "out"} {
+		tokensTotal.WithLabelValues(ns, name, f.Spec.Model.Name, direction)
+		if priced {
+			tokenCostTotal.WithLabelValues(ns, name, f.Spec.Model.Name, direction, prices.Currency)
+		} else {
+			tokensUnpricedTotal.WithLabelValues(ns, name, f.Spec.Model.Name, direction)
+		}
+	}
+}

@@ -3,7 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +91,91 @@ func TestCostRange(t *testing.T) {
 				t.Errorf("options (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// promServer answers Prometheus' query API from canned vectors, chosen by a substring of the query:
+// the first that matches; anything else, and every range query, is empty.
+func promServer(t *testing.T, answers [][2]string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			t.Errorf("query form: %v", err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/query_range") {
+			fmt.Fprint(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+			return
+		}
+		result := "[]"
+		for _, a := range answers {
+			if strings.Contains(r.Form.Get("query"), a[0]) {
+				result = a[1]
+				break
+			}
+		}
+		fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":%s}}`, result)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// `cost --prometheus` reports a fleet on a hosted model (tokens and tasks, no GPU): its token cost,
+// its tasks and what a succeeded task cost, in JSON and in the table.
+func TestCostReportsTokensAndTasks(t *testing.T) {
+	url := promServer(t, [][2]string{
+		{"increase(agentfleet_tasks_total[", `[{"metric":{"namespace":"a","fleet":"x","outcome":"succeeded"},"value":[1795780800,"4"]},
+			{"metric":{"namespace":"a","fleet":"x","outcome":"failed"},"value":[1795780800,"1"]}]`},
+		{"increase(agentfleet_tokens_total[", `[{"metric":{"namespace":"a","fleet":"x","model":"gpt-4o","direction":"in"},"value":[1795780800,"400000"]},
+			{"metric":{"namespace":"a","fleet":"x","model":"gpt-4o","direction":"out"},"value":[1795780800,"100000"]}]`},
+		{"increase(agentfleet_token_cost_total[", `[{"metric":{"namespace":"a","fleet":"x","model":"gpt-4o","direction":"in","currency":"USD"},"value":[1795780800,"1"]},
+			{"metric":{"namespace":"a","fleet":"x","model":"gpt-4o","direction":"out","currency":"USD"},"value":[1795780800,"1"]}]`},
+	})
+	run := func(format string) string {
+		var out, errOut bytes.Buffer
+		args := []string{"cost", "--prometheus", url, "--since", "1d", "--until", "2026-11-27T00:00:00Z", "--price-source", "table", "--format", format}
+		if code := Main(context.Background(), args, IO{Out: &out, Err: &errOut}); code != 0 {
+			t.Fatalf("cost --format %s: exit %d: %s", format, code, errOut.String())
+		}
+		return out.String()
+	}
+	var got struct {
+		Currency string `json:"currency"`
+		Rows     []struct {
+			Group                string   `json:"group"`
+			TokensIn             int64    `json:"tokens_in"`
+			TokensOut            int64    `json:"tokens_out"`
+			TokenCost            float64  `json:"token_cost"`
+			TotalCost            float64  `json:"total_cost"`
+			TasksSucceeded       int64    `json:"tasks_succeeded"`
+			TasksFailed          int64    `json:"tasks_failed"`
+			CostPerSucceededTask *float64 `json:"cost_per_succeeded_task"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal([]byte(run(cost.FormatJSON)), &got); err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Group                         string
+		TokensIn, TokensOut           int64
+		TokenCost, TotalCost, PerTask float64
+		TasksSucceeded, TasksFailed   int64
+	}
+	var rows []row
+	for _, r := range got.Rows {
+		if r.CostPerSucceededTask == nil {
+			t.Fatalf("row %s: no cost per succeeded task", r.Group)
+		}
+		rows = append(rows, row{r.Group, r.TokensIn, r.TokensOut, r.TokenCost, r.TotalCost, *r.CostPerSucceededTask, r.TasksSucceeded, r.TasksFailed})
+	}
+	want := []row{{Group: "a/x", TokensIn: 400000, TokensOut: 100000, TokenCost: 2, TotalCost: 2, PerTask: 0.5, TasksSucceeded: 4, TasksFailed: 1}}
+	if diff := cmp.Diff(want, rows); diff != "" || got.Currency != "USD" {
+		t.Errorf("rows (-want +got):\n%s\ncurrency %q, want USD", diff, got.Currency)
+	}
+	table := run(cost.FormatTable)
+	for _, w := range []string{"COST/TASK", "a/x", "400k/100k", "2.00 USD", "4/1", "0.50 USD"} {
+		if !strings.Contains(table, w) {
+			t.Errorf("table lacks %q:\n%s", w, table)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -40,8 +41,8 @@ type Options struct {
 	Progress func(n, of int, what string)
 }
 
-// ErrNoData is returned when the range holds no GPU usage at all.
-var ErrNoData = errors.New("no GPU usage recorded")
+// ErrNoData is returned when the range holds no GPU usage, no tokens and no tasks at all.
+var ErrNoData = errors.New("no GPU usage, tokens or tasks recorded")
 
 // queries are the report's PromQL. Each instant query is evaluated once, at Until, over the whole
 // range (the %s), by the labels that identify a fleet's GPU series; the grouping is done here, so
@@ -57,6 +58,14 @@ type queries struct {
 	openCostPresent, openCostPrice string
 	// At the end of each UTC day, over the day before.
 	dailyCost, dailySeconds string
+	// The ledger of the agents' heartbeats: tasks by outcome, tokens by model and direction, priced
+	// (always by the operator's table) and unpriced. These series have no cost_center: fleetInfo says
+	// which cost center each fleet had, and for how many samples of the range.
+	tasks, tokens, tokenCost, tokensUnpriced, fleetInfo string
+	// At the end of each UTC day, over the day before, by fleet.
+	dailyTokenCost, dailySucceeded string
+	// coverage pairs a scraped series with the one recorded from it, for checkRecorded.
+	coverage [][2]string
 }
 
 // rawQueries read the series as scraped.
@@ -70,6 +79,13 @@ var rawQueries = queries{
 	openCostPrice:   `avg by (product) (avg_over_time(node_gpu_hourly_cost[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(agentfleet_gpu_memory_total_bytes[%[1]s]))))`,
 	dailyCost:       `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_cost_total[1d]))`,
 	dailySeconds:    `sum by (namespace, fleet, cost_center, gpu_product) (increase(agentfleet_gpu_seconds_total[1d]))`,
+	tasks:           `sum by (namespace, fleet, outcome) (increase(agentfleet_tasks_total[%s]))`,
+	tokens:          `sum by (namespace, fleet, model, direction) (increase(agentfleet_tokens_total[%s]))`,
+	tokenCost:       `sum by (namespace, fleet, model, direction, currency) (increase(agentfleet_token_cost_total[%s]))`,
+	tokensUnpriced:  `sum by (namespace, fleet, model, direction) (increase(agentfleet_tokens_unpriced_total[%s]))`,
+	fleetInfo:       `sum by (namespace, fleet, cost_center) (count_over_time(agentfleet_fleet_info[%s]))`,
+	dailyTokenCost:  `sum by (namespace, fleet) (increase(agentfleet_token_cost_total[1d]))`,
+	dailySucceeded:  `sum by (namespace, fleet) (increase(agentfleet_tasks_total{outcome="succeeded"}[1d]))`,
 }
 
 // recordedQueries read the series config/prometheus/agentfleet-rules.yaml records every 5 minutes:
@@ -84,6 +100,19 @@ var recordedQueries = queries{
 	openCostPrice:   `avg by (product) (avg_over_time(node:node_gpu_hourly_cost:avg_over_time5m[%[1]s]) * on (node) group_left (product) topk by (node) (1, group by (node, product) (last_over_time(node:agentfleet_gpu_product:group[%[1]s]))))`,
 	dailyCost:       `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_cost_total:sum[1d]))`,
 	dailySeconds:    `sum by (namespace, fleet, cost_center, gpu_product) (increase(fleet:agentfleet_gpu_seconds_total:sum[1d]))`,
+	tasks:           `sum by (namespace, fleet, outcome) (increase(fleet:agentfleet_tasks_total:sum[%s]))`,
+	tokens:          `sum by (namespace, fleet, model, direction) (increase(fleet:agentfleet_tokens_total:sum[%s]))`,
+	tokenCost:       `sum by (namespace, fleet, model, direction, currency) (increase(fleet:agentfleet_token_cost_total:sum[%s]))`,
+	tokensUnpriced:  `sum by (namespace, fleet, model, direction) (increase(fleet:agentfleet_tokens_unpriced_total:sum[%s]))`,
+	fleetInfo:       `sum by (namespace, fleet, cost_center) (count_over_time(fleet:agentfleet_fleet_info:max[%s]))`,
+	dailyTokenCost:  `sum by (namespace, fleet) (increase(fleet:agentfleet_token_cost_total:sum[1d]))`,
+	dailySucceeded:  `sum by (namespace, fleet) (increase(fleet:agentfleet_tasks_total:sum{outcome="succeeded"}[1d]))`,
+	// Tokens as well as GPU-seconds: fleets on a hosted model hold no GPU, and a rules file from
+	// before the token rules records GPU-seconds only.
+	coverage: [][2]string{
+		{"agentfleet_gpu_seconds_total", "fleet:agentfleet_gpu_seconds_total:sum"},
+		{"agentfleet_tokens_total", "fleet:agentfleet_tokens_total:sum"},
+	},
 }
 
 // Accepted Options.Prices values, "" (auto) aside.
@@ -92,7 +121,8 @@ var PriceSources = []string{PricedByTable, PricedByOpenCost}
 const day = 24 * time.Hour
 
 // Compute reads a report from Prometheus. Its queries run at once, in two rounds: the GPU-seconds,
-// the utilization and OpenCost's prices; then the costs, by the table or by OpenCost.
+// the utilization, OpenCost's prices, the tasks and the tokens; then the GPU costs, by the table or by
+// OpenCost, and the daily figures.
 func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 	if !slices.Contains(GroupBys, o.By) {
 		return Report{}, fmt.Errorf("unknown group %q: one of %s", o.By, strings.Join(GroupBys, ", "))
@@ -109,33 +139,47 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		qs = recordedQueries
 	}
 	if o.Recorded {
-		if err := checkRecorded(ctx, q, o); err != nil {
+		if err := checkRecorded(ctx, q, o, qs); err != nil {
 			return Report{}, err
 		}
 	}
-	p := &progress{report: o.Progress, of: 5}
-	if o.Prices != PricedByTable {
-		p.of++
-	}
 
-	var seconds, utilSum, utilCount, ocPrices model.Vector
+	var in results
+	var ocPrices model.Vector
 	round := []query{
-		{"GPU-seconds", fmt.Sprintf(qs.seconds, rng), &seconds},
-		{"GPU utilization", fmt.Sprintf(qs.utilSum, rng), &utilSum},
-		{"GPU utilization samples", fmt.Sprintf(qs.utilCount, rng), &utilCount},
+		{"GPU-seconds", fmt.Sprintf(qs.seconds, rng), &in.seconds},
+		{"GPU utilization", fmt.Sprintf(qs.utilSum, rng), &in.utilSum},
+		{"GPU utilization samples", fmt.Sprintf(qs.utilCount, rng), &in.utilCount},
+		{"tasks", fmt.Sprintf(qs.tasks, rng), &in.tasks},
+		{"tokens", fmt.Sprintf(qs.tokens, rng), &in.tokens},
+		{"token cost", fmt.Sprintf(qs.tokenCost, rng), &in.tokenCosts},
+		{"unpriced tokens", fmt.Sprintf(qs.tokensUnpriced, rng), &in.tokensUnpriced},
+	}
+	if o.By == ByCostCenter {
+		round = append(round, query{"fleets' cost centers", fmt.Sprintf(qs.fleetInfo, rng), &in.fleetInfo})
 	}
 	if o.Prices != PricedByTable {
 		round = append(round, query{"OpenCost's GPU prices", fmt.Sprintf(qs.openCostPrice, rng), &ocPrices})
 	}
+	// The table's costs always (OpenCost may not price every product: those keep the table's price).
+	var secondsByDay model.Matrix
+	round2 := []query{
+		{"GPU cost", fmt.Sprintf(qs.cost, rng), &in.costs},
+		{"unpriced GPU-seconds", fmt.Sprintf(qs.unpriced, rng), &in.unpricedSeconds},
+		{"daily GPU cost", qs.dailyCost, &in.daily},
+		{"daily token cost", qs.dailyTokenCost, &in.dailyTokenCost},
+		{"daily succeeded tasks", qs.dailySucceeded, &in.dailySucceeded},
+	}
+	p := &progress{report: o.Progress, of: len(round) + len(round2)}
 	if err := runQueries(ctx, q, o, p, round); err != nil {
 		return Report{}, err
 	}
-	if len(seconds) == 0 {
+	if len(in.seconds) == 0 && len(in.tokens) == 0 && len(in.tasks) == 0 {
 		if o.Recorded {
-			return Report{}, fmt.Errorf("%w from %s to %s: no fleet:agentfleet_gpu_seconds_total:sum series in that range (does this Prometheus load config/prometheus/agentfleet-rules.yaml?)",
+			return Report{}, fmt.Errorf("%w from %s to %s: no fleet:agentfleet_gpu_seconds_total:sum, fleet:agentfleet_tokens_total:sum or fleet:agentfleet_tasks_total:sum series in that range (does this Prometheus load config/prometheus/agentfleet-rules.yaml?)",
 				ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 		}
-		return Report{}, fmt.Errorf("%w from %s to %s: no agentfleet_gpu_seconds_total series in that range (does this Prometheus scrape the AgentFleet operator?)",
+		return Report{}, fmt.Errorf("%w from %s to %s: no agentfleet_gpu_seconds_total, agentfleet_tokens_total or agentfleet_tasks_total series in that range (does this Prometheus scrape the AgentFleet operator?)",
 			ErrNoData, o.Since.UTC().Format(time.RFC3339), o.Until.UTC().Format(time.RFC3339))
 	}
 	openCost := productPrices{}
@@ -146,30 +190,22 @@ func Compute(ctx context.Context, q Querier, o Options) (Report, error) {
 		return Report{}, openCostMissing(ctx, q, o, qs, rng)
 	}
 
-	// The table's costs always (OpenCost may not price every product: those keep the table's price).
-	var costs, unpriced model.Vector
-	var daily, secondsByDay model.Matrix
-	round = []query{
-		{"GPU cost", fmt.Sprintf(qs.cost, rng), &costs},
-		{"unpriced GPU-seconds", fmt.Sprintf(qs.unpriced, rng), &unpriced},
-		{"daily cost", qs.dailyCost, &daily},
-	}
 	if len(openCost) > 0 {
-		round = append(round, query{"daily GPU-seconds", qs.dailySeconds, &secondsByDay})
+		round2 = append(round2, query{"daily GPU-seconds", qs.dailySeconds, &secondsByDay})
 	}
-	if err := runQueries(ctx, q, o, p, round); err != nil {
+	if err := runQueries(ctx, q, o, p, round2); err != nil {
 		return Report{}, err
 	}
 	pricedBy := PricedByTable
 	if len(openCost) > 0 {
 		var fromTable bool
-		costs, unpriced, daily, fromTable = openCost.merge(seconds, costs, unpriced, secondsByDay, daily, cmp.Or(o.OpenCostCurrency, "USD"))
+		in.costs, in.unpricedSeconds, in.daily, fromTable = openCost.merge(in.seconds, in.costs, in.unpricedSeconds, secondsByDay, in.daily, cmp.Or(o.OpenCostCurrency, "USD"))
 		pricedBy = PricedByOpenCost
 		if fromTable {
 			pricedBy = PricedByOpenCostAndTable
 		}
 	}
-	r, err := assemble(o, seconds, costs, unpriced, utilSum, utilCount, daily)
+	r, err := assemble(o, in)
 	r.PricedBy = pricedBy
 	return r, err
 }
@@ -222,23 +258,26 @@ func runQueries(ctx context.Context, q Querier, o Options, p *progress, queries 
 
 // checkRecorded refuses a recorded report whose range starts before the recording rules ran: the
 // recorded series would miss the start of the range, and the report would say less than was spent.
-// It compares, 10 minutes into the range, the scraped GPU-seconds with the recorded ones.
-func checkRecorded(ctx context.Context, q Querier, o Options) error {
+// It compares, 10 minutes into the range, each scraped series of qs.coverage with the recorded one.
+func checkRecorded(ctx context.Context, q Querier, o Options, qs queries) error {
 	at := o.Since.Add(10 * time.Minute)
 	if !at.Before(o.Until) {
 		return nil
 	}
-	raw, err := instant(ctx, q, `count(last_over_time(agentfleet_gpu_seconds_total[10m]))`, at)
-	if err != nil {
-		return fmt.Errorf("checking the recorded series cover the range: %w", err)
-	}
-	recorded, err := instant(ctx, q, `count(last_over_time(fleet:agentfleet_gpu_seconds_total:sum[10m]))`, at)
-	if err != nil {
-		return fmt.Errorf("checking the recorded series cover the range: %w", err)
-	}
-	if len(raw) > 0 && raw[0].Value > 0 && (len(recorded) == 0 || recorded[0].Value == 0) {
-		return fmt.Errorf("the recording rules had not run by %s, the start of the range, while GPU-seconds were scraped: "+
-			"report without --recorded, or from a later --since", o.Since.UTC().Format(time.RFC3339))
+	for _, pair := range qs.coverage {
+		raw, err := instant(ctx, q, fmt.Sprintf(`count(last_over_time(%s[10m]))`, pair[0]), at)
+		if err != nil {
+			return fmt.Errorf("checking the recorded series cover the range: %w", err)
+		}
+		recorded, err := instant(ctx, q, fmt.Sprintf(`count(last_over_time(%s[10m]))`, pair[1]), at)
+		if err != nil {
+			return fmt.Errorf("checking the recorded series cover the range: %w", err)
+		}
+		if len(raw) > 0 && raw[0].Value > 0 && (len(recorded) == 0 || recorded[0].Value == 0) {
+			return fmt.Errorf("the recording rules had not recorded %s by %s, the start of the range, while %s was scraped "+
+				"(rules loaded later, or a rules file from before that rule): report without --recorded, or from a later --since",
+				pair[1], o.Since.UTC().Format(time.RFC3339), pair[0])
+		}
 	}
 	return nil
 }
@@ -335,11 +374,35 @@ func dailyRange(ctx context.Context, q Querier, query string, o Options) (model.
 
 type fleetKey struct{ namespace, fleet string }
 
+func fleetOf(m model.Metric) fleetKey {
+	return fleetKey{string(m["namespace"]), string(m["fleet"])}
+}
+
+// results are the answers to a report's queries, by series (see queries), for assemble.
+type results struct {
+	// GPU series: by namespace, fleet, cost_center and gpu_product.
+	seconds, costs, utilSum, utilCount model.Vector
+	// unpricedSeconds are the GPU-seconds accrued while unpriced, by series; nil (an operator that
+	// does not export them) means a series without any cost sample is unpriced as a whole.
+	unpricedSeconds model.Vector
+	daily           model.Matrix
+	// Ledger series: by namespace and fleet (and outcome, or model and direction).
+	tasks, tokens, tokenCosts, tokensUnpriced model.Vector
+	// fleetInfo counts each fleet's agentfleet_fleet_info samples by cost center; read only for
+	// ByCostCenter.
+	fleetInfo                      model.Vector
+	dailyTokenCost, dailySucceeded model.Matrix
+}
+
+// ledger sums a group's tokens and tasks as increase() gives them (extrapolated to the range's
+// edges, so fractional) until they are rounded into its Row.
+type ledger struct{ in, out, unpriced, succeeded, failed float64 }
+
+// count rounds an extrapolated count of tokens or tasks to a whole one.
+func count(v float64) int64 { return int64(math.Round(v)) }
+
 // assemble groups the per-fleet results into a report. It is pure: the tests feed it vectors.
-//
-// unpricedSeconds are the GPU-seconds accrued while unpriced, by series; nil (an operator that does
-// not export them) means a series without any cost sample is unpriced as a whole.
-func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount model.Vector, daily model.Matrix) (Report, error) {
+func assemble(o Options, in results) (Report, error) {
 	r := Report{Since: o.Since, Until: o.Until, By: o.By}
 	rows := map[string]*Row{}
 	row := func(g string) *Row {
@@ -361,39 +424,33 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 	fleetGroupSeconds := map[fleetKey]map[string]float64{}
 	fleetSeconds := map[fleetKey]float64{}
 	priced := map[string]bool{} // series (without currency) that have a cost
-	currencies := map[string]bool{}
-	for _, s := range costs {
-		currencies[string(s.Metric["currency"])] = true
+	if err := checkCurrency(in.costs, in.tokenCosts, &r.Currency); err != nil {
+		return Report{}, err
+	}
+	for _, s := range in.costs {
 		m := s.Metric.Clone()
 		delete(m, "currency")
 		priced[m.String()] = true
 		row(group(s.Metric)).Cost += float64(s.Value)
-	}
-	if len(currencies) > 1 {
-		return Report{}, fmt.Errorf("the costs are in several currencies (%s): a report sums one; make the price table's currency one",
-			strings.Join(slices.Sorted(maps.Keys(currencies)), ", "))
-	}
-	for c := range currencies {
-		r.Currency = c
 	}
 	unpriced := map[string]float64{}
 	addUnpriced := func(m model.Metric, hours float64) {
 		row(group(m)).UnpricedGPUHours += hours
 		unpriced[string(m["gpu_product"])] += hours
 	}
-	for _, s := range unpricedSeconds {
+	for _, s := range in.unpricedSeconds {
 		if s.Value > 0 {
 			addUnpriced(s.Metric, float64(s.Value)/3600)
 		}
 	}
-	for _, s := range seconds {
+	for _, s := range in.seconds {
 		g := group(s.Metric)
 		hours := float64(s.Value) / 3600
 		row(g).GPUHours += hours
-		if unpricedSeconds == nil && !priced[s.Metric.String()] {
+		if in.unpricedSeconds == nil && !priced[s.Metric.String()] {
 			addUnpriced(s.Metric, hours)
 		}
-		k := fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}
+		k := fleetOf(s.Metric)
 		fleetSeconds[k] += float64(s.Value)
 		if fleetGroupSeconds[k] == nil {
 			fleetGroupSeconds[k] = map[string]float64{}
@@ -404,23 +461,18 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 	// series (a fleet that changed cost center within the range counts under the one it spent
 	// longest in); ties go to the first group by name.
 	for k, byGroup := range fleetGroupSeconds {
-		best, most := "", -1.0
-		for _, g := range slices.Sorted(maps.Keys(byGroup)) {
-			if byGroup[g] > most {
-				best, most = g, byGroup[g]
-			}
-		}
-		fleetGroup[k] = best
+		fleetGroup[k] = mostOf(byGroup)
 	}
+	ledgerGroup := ledgerGrouping(o.By, in.fleetInfo, fleetGroup)
 	type util struct{ sum, count float64 }
 	utils := map[string]*util{}
 	var total util
 	counts := map[fleetKey]float64{}
-	for _, s := range utilCount {
-		counts[fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}] = float64(s.Value)
+	for _, s := range in.utilCount {
+		counts[fleetOf(s.Metric)] = float64(s.Value)
 	}
-	for _, s := range utilSum {
-		k := fleetKey{string(s.Metric["namespace"]), string(s.Metric["fleet"])}
+	for _, s := range in.utilSum {
+		k := fleetOf(s.Metric)
 		g, ok := fleetGroup[k]
 		if !ok || counts[k] == 0 {
 			continue // samples of a fleet with no GPU-seconds in range: nothing to compare them with
@@ -441,6 +493,58 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 			partial[g] = true
 		}
 	}
+
+	// The ledger: tokens, their cost and the tasks, grouped by fleet.
+	ledgers := map[string]*ledger{}
+	led := func(m model.Metric) *ledger {
+		g := ledgerGroup(m)
+		row(g) // a group with tokens or tasks and no GPU is a row too
+		if ledgers[g] == nil {
+			ledgers[g] = &ledger{}
+		}
+		return ledgers[g]
+	}
+	for _, s := range in.tokens {
+		switch s.Metric["direction"] {
+		case "in":
+			led(s.Metric).in += float64(s.Value)
+		case "out":
+			led(s.Metric).out += float64(s.Value)
+		}
+	}
+	for _, s := range in.tokenCosts {
+		row(ledgerGroup(s.Metric)).TokenCost += float64(s.Value)
+	}
+	unpricedModels := map[string]*[2]float64{}
+	for _, s := range in.tokensUnpriced {
+		if s.Value <= 0 {
+			continue
+		}
+		led(s.Metric).unpriced += float64(s.Value)
+		mdl := string(s.Metric["model"])
+		if unpricedModels[mdl] == nil {
+			unpricedModels[mdl] = &[2]float64{}
+		}
+		if s.Metric["direction"] == "out" {
+			unpricedModels[mdl][1] += float64(s.Value)
+		} else {
+			unpricedModels[mdl][0] += float64(s.Value)
+		}
+	}
+	for _, s := range in.tasks {
+		switch s.Metric["outcome"] {
+		case "succeeded":
+			led(s.Metric).succeeded += float64(s.Value)
+		case "failed":
+			led(s.Metric).failed += float64(s.Value)
+		}
+	}
+	for g, l := range ledgers {
+		rw := rows[g]
+		rw.TokensIn, rw.TokensOut, rw.UnpricedTokens = count(l.in), count(l.out), count(l.unpriced)
+		rw.TasksSucceeded, rw.TasksFailed = count(l.succeeded), count(l.failed)
+	}
+
 	r.UtilizationKnown = total.count > 0
 	r.Total.Group = "TOTAL"
 	for g, rw := range rows {
@@ -449,11 +553,22 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 			rw.IdleCost = ptr.To(rw.Cost * (1 - *rw.Utilization))
 			r.Total.IdleCost = ptr.To(ptr.Deref(r.Total.IdleCost, 0) + *rw.IdleCost)
 		}
-		r.Total.GPUHours += rw.GPUHours
-		r.Total.Cost += rw.Cost
-		r.Total.UnpricedGPUHours += rw.UnpricedGPUHours
+		rw.TotalCost = rw.Cost + rw.TokenCost
+		rw.CostPerSucceededTask = perTask(rw.TotalCost, rw.TasksSucceeded)
+		t := &r.Total
+		t.GPUHours += rw.GPUHours
+		t.Cost += rw.Cost
+		t.UnpricedGPUHours += rw.UnpricedGPUHours
+		t.TokensIn += rw.TokensIn
+		t.TokensOut += rw.TokensOut
+		t.UnpricedTokens += rw.UnpricedTokens
+		t.TokenCost += rw.TokenCost
+		t.TasksSucceeded += rw.TasksSucceeded
+		t.TasksFailed += rw.TasksFailed
 		r.Rows = append(r.Rows, *rw)
 	}
+	r.Total.TotalCost = r.Total.Cost + r.Total.TokenCost
+	r.Total.CostPerSucceededTask = perTask(r.Total.TotalCost, r.Total.TasksSucceeded)
 	// The total's utilization and idle cost are known only when every group's are: a total of the
 	// known groups alone would pass for the whole.
 	allKnown := total.count > 0
@@ -468,37 +583,123 @@ func assemble(o Options, seconds, costs, unpricedSeconds, utilSum, utilCount mod
 		r.Total.IdleCost = nil
 	}
 	slices.SortFunc(r.Rows, func(a, b Row) int {
-		return cmp.Or(cmp.Compare(b.Cost, a.Cost), cmp.Compare(a.Group, b.Group))
+		return cmp.Or(cmp.Compare(b.TotalCost, a.TotalCost), cmp.Compare(a.Group, b.Group))
 	})
 	for _, product := range slices.Sorted(maps.Keys(unpriced)) {
 		r.Unpriced = append(r.Unpriced, Unpriced{Product: product, GPUHours: unpriced[product]})
 	}
-	r.Daily = dailySeries(o, r.Rows, daily, group)
+	for _, mdl := range slices.Sorted(maps.Keys(unpricedModels)) {
+		t := unpricedModels[mdl]
+		r.UnpricedModels = append(r.UnpricedModels, UnpricedModel{Model: mdl, TokensIn: count(t[0]), TokensOut: count(t[1])})
+	}
+	r.Daily = dailySeries(o, r.Rows, in, group, ledgerGroup)
 	return r, nil
 }
 
+// checkCurrency sets currency to the one currency of the GPU and the token costs, and refuses
+// several: a report sums one.
+func checkCurrency(gpuCosts, tokenCosts model.Vector, currency *string) error {
+	of := func(v model.Vector) map[string]bool {
+		c := map[string]bool{}
+		for _, s := range v {
+			c[string(s.Metric["currency"])] = true
+		}
+		return c
+	}
+	gpu, tokens := of(gpuCosts), of(tokenCosts)
+	all := maps.Clone(gpu)
+	maps.Copy(all, tokens)
+	switch {
+	case len(gpu) > 1 || len(tokens) > 1:
+		return fmt.Errorf("the costs are in several currencies (%s): a report sums one; make the price table's currency one",
+			strings.Join(slices.Sorted(maps.Keys(all)), ", "))
+	case len(all) > 1:
+		return fmt.Errorf("the GPU costs are in %s and the token costs in %s: a report sums one currency; "+
+			"token costs are always in the operator's price table's currency, so GPU prices from OpenCost must be in it too (--opencost-currency, or --price-source table)",
+			slices.Collect(maps.Keys(gpu))[0], slices.Collect(maps.Keys(tokens))[0])
+	}
+	for c := range all {
+		*currency = c
+	}
+	return nil
+}
+
+// mostOf is the key with the largest value; ties go to the first key by name.
+func mostOf(m map[string]float64) string {
+	best, most := "", -1.0
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if m[k] > most {
+			best, most = k, m[k]
+		}
+	}
+	return best
+}
+
+// ledgerGrouping is the group of a ledger series (tasks, tokens: labelled by namespace and fleet,
+// without a cost center). By cost center, a fleet's is the one its agentfleet_fleet_info series had
+// for most samples of the range (fleetInfo: samples by fleet and cost center); a fleet without one
+// in the range (an operator from before it) has the cost center of most of its GPU-hours
+// (gpuGroup), else "".
+func ledgerGrouping(by string, fleetInfo model.Vector, gpuGroup map[fleetKey]string) func(model.Metric) string {
+	switch by {
+	case ByNamespace:
+		return func(m model.Metric) string { return string(m["namespace"]) }
+	case ByFleet:
+		return func(m model.Metric) string { return string(m["namespace"]) + "/" + string(m["fleet"]) }
+	}
+	samples := map[fleetKey]map[string]float64{}
+	for _, s := range fleetInfo {
+		k := fleetOf(s.Metric)
+		if samples[k] == nil {
+			samples[k] = map[string]float64{}
+		}
+		samples[k][string(s.Metric["cost_center"])] += float64(s.Value)
+	}
+	costCenter := maps.Clone(gpuGroup)
+	for k, byCenter := range samples {
+		costCenter[k] = mostOf(byCenter)
+	}
+	return func(m model.Metric) string { return costCenter[fleetOf(m)] }
+}
+
+// perTask is cost divided by succeeded tasks; nil without any.
+func perTask(cost float64, succeeded int64) *float64 {
+	if succeeded <= 0 {
+		return nil
+	}
+	return ptr.To(cost / float64(succeeded))
+}
+
 // dailySeries is a series per row, in the rows' order, with a point for every UTC day the range
-// touches.
-func dailySeries(o Options, rows []Row, daily model.Matrix, group func(model.Metric) string) []Series {
+// touches. Each daily matrix has a point at the end of each day, for the day before it.
+func dailySeries(o Options, rows []Row, in results, group, ledgerGroup func(model.Metric) string) []Series {
 	var days []time.Time
 	for d := o.Since.UTC().Truncate(day); d.Before(o.Until); d = d.Add(day) {
 		days = append(days, d)
 	}
-	costs := map[string]map[time.Time]float64{}
-	for _, s := range daily {
-		g := group(s.Metric)
-		if costs[g] == nil {
-			costs[g] = map[time.Time]float64{}
+	byDay := func(m model.Matrix, group func(model.Metric) string) map[string]map[time.Time]float64 {
+		out := map[string]map[time.Time]float64{}
+		for _, s := range m {
+			g := group(s.Metric)
+			if out[g] == nil {
+				out[g] = map[time.Time]float64{}
+			}
+			for _, p := range s.Values {
+				out[g][p.Timestamp.Time().UTC().Add(-day)] += float64(p.Value) // several series of a group add up
+			}
 		}
-		for _, p := range s.Values {
-			costs[g][p.Timestamp.Time().UTC().Add(-day)] += float64(p.Value) // several products of a group add up
-		}
+		return out
 	}
+	costs := byDay(in.daily, group)
+	tokenCosts := byDay(in.dailyTokenCost, ledgerGroup)
+	succeeded := byDay(in.dailySucceeded, ledgerGroup)
 	series := make([]Series, 0, len(rows))
 	for _, rw := range rows {
 		s := Series{Group: rw.Group, Points: make([]Point, len(days))}
 		for i, d := range days {
-			s.Points[i] = Point{Day: d, Cost: costs[rw.Group][d]}
+			p := Point{Day: d, Cost: costs[rw.Group][d], TokenCost: tokenCosts[rw.Group][d], TasksSucceeded: count(succeeded[rw.Group][d])}
+			p.CostPerSucceededTask = perTask(p.TotalCost(), p.TasksSucceeded)
+			s.Points[i] = p
 		}
 		series = append(series, s)
 	}

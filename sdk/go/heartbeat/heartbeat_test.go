@@ -2,6 +2,8 @@ package heartbeat_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,8 +11,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -30,6 +34,8 @@ const (
 // t0 is the fake clock's start; no test reads the real clock.
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
+var leasesResource = coordinationv1.SchemeGroupVersion.WithResource("leases")
+
 // harness is a client on a fake clientset and a fake clock, and every Lease write it makes.
 type harness struct {
 	t       *testing.T
@@ -42,11 +48,42 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, cs: fake.NewClientset(), clock: clocktesting.NewFakeClock(t0), written: make(chan *coordinationv1.Lease, 1000)}
-	store := k8stesting.ObjectReaction(h.cs.Tracker())
+	tracker := h.cs.Tracker()
+	store := k8stesting.ObjectReaction(tracker)
+	version := 0 // the fake serialises reactors: no lock needed
+	// The API server's optimistic concurrency, which the fake's tracker lacks: every write stamps a
+	// new resourceVersion, and an update of any other is a conflict.
 	h.cs.PrependReactor("*", "leases", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		verb := a.GetVerb()
+		if verb == "create" || verb == "update" {
+			l := a.(interface{ GetObject() runtime.Object }).GetObject().(*coordinationv1.Lease).DeepCopy()
+			if verb == "update" {
+				if cur, err := tracker.Get(leasesResource, l.Namespace, l.Name); err == nil && cur.(*coordinationv1.Lease).ResourceVersion != l.ResourceVersion {
+					return true, nil, apierrors.NewConflict(leasesResource.GroupResource(), l.Name, errors.New("the object has been modified"))
+				}
+			}
+			version++
+			l.ResourceVersion = strconv.Itoa(version)
+			if verb == "create" {
+				a = k8stesting.NewCreateAction(leasesResource, a.GetNamespace(), l)
+			} else {
+				a = k8stesting.NewUpdateAction(leasesResource, a.GetNamespace(), l)
+			}
+		}
 		handled, obj, err := store(a)
-		if err == nil && (a.GetVerb() == "create" || a.GetVerb() == "update") {
+		if err != nil {
+			return handled, obj, err
+		}
+		switch verb {
+		case "create", "update":
 			h.written <- obj.(*coordinationv1.Lease).DeepCopy()
+		case "patch":
+			l := obj.(*coordinationv1.Lease)
+			version++
+			l.ResourceVersion = strconv.Itoa(version)
+			if err := tracker.Update(leasesResource, l, l.Namespace); err != nil {
+				return true, nil, err
+			}
 		}
 		return handled, obj, err
 	})
@@ -63,6 +100,30 @@ func (h *harness) writes() int {
 		}
 	}
 	return n
+}
+
+// count counts the API calls on Leases with verb so far, failed ones included.
+func (h *harness) count(verb string) int {
+	n := 0
+	for _, a := range h.cs.Actions() {
+		if a.GetResource().Resource == "leases" && a.GetVerb() == verb {
+			n++
+		}
+	}
+	return n
+}
+
+// operator patches the Lease as the operator does: a JSON merge patch of metadata.annotations
+// only, in which nil removes an annotation.
+func (h *harness) operator(annotations map[string]*string) {
+	h.t.Helper()
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": annotations}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.cs.CoordinationV1().Leases(namespace).Patch(h.t.Context(), pod, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		h.t.Fatalf("patching the Lease as the operator: %v", err)
+	}
 }
 
 // stored is the Lease as the API server has it.
@@ -371,11 +432,21 @@ func TestFromEnv(t *testing.T) {
 		env     map[string]string
 		wantErr string
 	}{
-		"complete":              {env: complete},
-		"no pod name":           {env: with(heartbeatapi.EnvPodName, ""), wantErr: "not set: [" + heartbeatapi.EnvPodName + "]"},
-		"no interval":           {env: with(heartbeatapi.EnvHeartbeatInterval, ""), wantErr: "not set: [" + heartbeatapi.EnvHeartbeatInterval + "]"},
-		"interval not a number": {env: with(heartbeatapi.EnvHeartbeatInterval, "10s"), wantErr: heartbeatapi.EnvHeartbeatInterval + `="10s" is not a number of seconds`},
-		"interval zero":         {env: with(heartbeatapi.EnvHeartbeatInterval, "0"), wantErr: "is not a number of seconds"},
+		"complete":                              {env: complete},
+		"no pod name":                           {env: with(heartbeatapi.EnvPodName, ""), wantErr: "not set: [" + heartbeatapi.EnvPodName + "]"},
+		"no interval":                           {env: with(heartbeatapi.EnvHeartbeatInterval, ""), wantErr: "not set: [" + heartbeatapi.EnvHeartbeatInterval + "]"},
+		"interval not a number":                 {env: with(heartbeatapi.EnvHeartbeatInterval, "10s"), wantErr: heartbeatapi.EnvHeartbeatInterval + `="10s" is not a number of seconds`},
+		"interval zero":                         {env: with(heartbeatapi.EnvHeartbeatInterval, "0"), wantErr: "is not a number of seconds"},
+		"a budget":                              {env: with(heartbeatapi.EnvMaxTaskCost, "0.50")},
+		"an empty budget is no limit, no error": {env: with(heartbeatapi.EnvMaxTokensPerTask, "")},
+		"steps not a number": {
+			env: with(heartbeatapi.EnvMaxStepsPerTask, "lots"), wantErr: heartbeatapi.EnvMaxStepsPerTask + `="lots": not a whole number`,
+		},
+		"negative tokens":    {env: with(heartbeatapi.EnvMaxTokensPerTask, "-5"), wantErr: heartbeatapi.EnvMaxTokensPerTask + `="-5": not a whole number`},
+		"fractional seconds": {env: with(heartbeatapi.EnvMaxTaskSeconds, "1.5"), wantErr: heartbeatapi.EnvMaxTaskSeconds + `="1.5": not a whole number`},
+		"too many seconds":   {env: with(heartbeatapi.EnvMaxTaskSeconds, "9223372036854775807"), wantErr: heartbeatapi.EnvMaxTaskSeconds + `="9223372036854775807": too many seconds`},
+		"cost not a decimal": {env: with(heartbeatapi.EnvMaxTaskCost, "$1"), wantErr: heartbeatapi.EnvMaxTaskCost + `="$1": not a decimal cost`},
+		"cost in two parts":  {env: with(heartbeatapi.EnvMaxTaskCost, "0.5.0"), wantErr: heartbeatapi.EnvMaxTaskCost + `="0.5.0": not a decimal cost`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -402,6 +473,271 @@ func TestFromEnv(t *testing.T) {
 			}
 			if l.Labels[heartbeatapi.LabelFleet] != fleet || ptr.Deref(l.Spec.LeaseDurationSeconds, 0) != 7 {
 				t.Errorf("Lease labels %v, duration %v; want fleet %s, 7 s", l.Labels, ptr.Deref(l.Spec.LeaseDurationSeconds, 0), fleet)
+			}
+		})
+	}
+}
+
+func ptrs(kv ...string) map[string]*string {
+	m := map[string]*string{}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = ptr.To(kv[i+1])
+	}
+	return m
+}
+
+// The operator's directives, and any other annotation the client does not own, stay on the Lease
+// through the client's writes; its own annotations it no longer reports go.
+func TestOperatorAnnotationsSurviveTheWrites(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	foreign := map[string]string{
+		heartbeatapi.AnnotationPaused:           "true",
+		heartbeatapi.AnnotationMaxTokensPerTask: "200000",
+		heartbeatapi.AnnotationMaxTaskCost:      "",
+		"example.com/owner":                     "team-a",
+	}
+	h.operator(ptrs(
+		heartbeatapi.AnnotationPaused, "true", heartbeatapi.AnnotationMaxTokensPerTask, "200000",
+		heartbeatapi.AnnotationMaxTaskCost, "", "example.com/owner", "team-a"))
+	plus := func(own map[string]string) map[string]string {
+		for k, v := range foreign {
+			own[k] = v
+		}
+		return own
+	}
+	checks := []struct {
+		name string
+		op   op
+		want map[string]string
+	}{
+		{"a step from idle", step("a"), plus(started(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(0)), at(0)))},
+		{"tokens and a renewal", func(ctx context.Context, h *harness) error {
+			if err := h.hb.Tokens(ctx, 10, 5); err != nil {
+				return err
+			}
+			h.renewal(interval)
+			return nil
+		}, plus(started(with(annotations(heartbeatapi.StateWorking, 1, 1, 1, at(0)),
+			heartbeatapi.AnnotationTokensIn, "10", heartbeatapi.AnnotationTokensOut, "5", heartbeatapi.AnnotationTaskTokens, "15"), at(0)))},
+		{"the task's end removes its start", done(true), plus(with(annotations(heartbeatapi.StateIdle, 1, 0, 0, at(0)),
+			heartbeatapi.AnnotationTasksSucceeded, "1", heartbeatapi.AnnotationTasksFailed, "0",
+			heartbeatapi.AnnotationTokensIn, "10", heartbeatapi.AnnotationTokensOut, "5", heartbeatapi.AnnotationTaskTokens, "0"))},
+	}
+	for _, c := range checks {
+		if err := c.op(ctx, h); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if diff := cmp.Diff(c.want, h.stored().Annotations); diff != "" {
+			t.Errorf("after %s: the Lease's annotations (-want +got):\n%s", c.name, diff)
+		}
+	}
+	if diff := cmp.Diff(map[string]string{heartbeatapi.LabelFleet: fleet}, h.stored().Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+}
+
+// A write that conflicts with the operator's (it patched the Lease since the client last read it)
+// reads the Lease again and lands at once, not at the next interval.
+func TestAConflictIsRetriedAtOnce(t *testing.T) {
+	cases := map[string]struct {
+		// write makes the client write, and returns the Lease it wrote, or nil for the stored one.
+		write       func(h *harness) (*coordinationv1.Lease, error)
+		wantRenewal time.Time
+	}{
+		"a step from idle": {
+			write: func(h *harness) (*coordinationv1.Lease, error) {
+				h.clock.Step(time.Second)
+				return nil, h.hb.Step(h.t.Context(), "a")
+			},
+			wantRenewal: t0.Add(time.Second),
+		},
+		// Without the retry at once, this renewal would come an interval late, and h.renewal fail.
+		"a renewal": {
+			write:       func(h *harness) (*coordinationv1.Lease, error) { return h.renewal(interval), nil },
+			wantRenewal: t0.Add(interval),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			if err := h.hb.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			h.operator(ptrs(heartbeatapi.AnnotationPaused, "true"))
+			gets, updates, writes := h.count("get"), h.count("update"), h.hb.Writes()
+			l, err := tc.write(h)
+			if err != nil {
+				t.Fatalf("the write: %v, want it retried and landed", err)
+			}
+			if got, want := [2]int{h.count("get") - gets, h.count("update") - updates}, [2]int{1, 2}; got != want {
+				t.Errorf("(gets, updates) = %v, want %v: a conflict, a read, the write again", got, want)
+			}
+			if got := h.hb.Writes() - writes; got != 2 {
+				t.Errorf("Writes() counted %d, want 2: the retry is a write", got)
+			}
+			if l == nil {
+				l = h.stored()
+			}
+			if !l.Spec.RenewTime.Time.Equal(tc.wantRenewal) {
+				t.Errorf("renewTime = %s, want %s", l.Spec.RenewTime.Time, tc.wantRenewal)
+			}
+			if got := l.Annotations[heartbeatapi.AnnotationPaused]; got != "true" {
+				t.Errorf("the operator's %s = %q after the retry, want it kept", heartbeatapi.AnnotationPaused, got)
+			}
+			if !h.hb.Paused() {
+				t.Error("Paused() = false after the retry read the Lease, want true")
+			}
+		})
+	}
+}
+
+// The retry is one: a write that conflicts again fails (a renewal is tried at the next interval),
+// and the next write reads the Lease afresh.
+func TestAConflictIsRetriedOnce(t *testing.T) {
+	h := newHarness(t)
+	ctx := t.Context()
+	if err := h.hb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conflicts := true
+	h.cs.PrependReactor("update", "leases", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if conflicts {
+			return true, nil, apierrors.NewConflict(leasesResource.GroupResource(), pod, errors.New("the object has been modified"))
+		}
+		return false, nil, nil
+	})
+	updates := h.count("update")
+	err := h.hb.Step(ctx, "a")
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("Step with conflicts on every update: %v, want a conflict", err)
+	}
+	if got := h.count("update") - updates; got != 2 {
+		t.Errorf("updates = %d, want 2 (the write and one retry)", got)
+	}
+	conflicts = false
+	if err := h.hb.TaskDone(ctx, true); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	if diff := cmp.Diff(with(annotations(heartbeatapi.StateIdle, 1, 0, 0, at(0)),
+		heartbeatapi.AnnotationTasksSucceeded, "1", heartbeatapi.AnnotationTasksFailed, "0"), h.stored().Annotations); diff != "" {
+		t.Errorf("annotations (-want +got):\n%s", diff)
+	}
+}
+
+// Paused follows the operator's annotation on the Lease as of the client's last write.
+func TestPausedFollowsTheLease(t *testing.T) {
+	h := newHarness(t)
+	if err := h.hb.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name  string
+		patch map[string]*string
+		renew bool
+		want  bool
+	}{
+		{name: "before any directive"},
+		{name: "paused, before the next write", patch: ptrs(heartbeatapi.AnnotationPaused, "true")},
+		{name: "paused, after the next renewal", renew: true, want: true},
+		{name: "unpaused (the annotation removed)", patch: map[string]*string{heartbeatapi.AnnotationPaused: nil}, renew: true},
+		{name: "paused again", patch: ptrs(heartbeatapi.AnnotationPaused, "true"), renew: true, want: true},
+		{name: "anything but true is not paused", patch: ptrs(heartbeatapi.AnnotationPaused, "false"), renew: true},
+	}
+	for _, s := range steps {
+		if s.patch != nil {
+			h.operator(s.patch)
+		}
+		if s.renew {
+			h.renewal(interval)
+		}
+		if got := h.hb.Paused(); got != s.want {
+			t.Errorf("%s: Paused() = %t, want %t", s.name, got, s.want)
+		}
+	}
+}
+
+// Budget is the environment's budget, as the operator's annotations on the Lease change it.
+func TestBudget(t *testing.T) {
+	env := map[string]string{
+		heartbeatapi.EnvMaxStepsPerTask: "500", heartbeatapi.EnvMaxTokensPerTask: "100000",
+		heartbeatapi.EnvMaxTaskSeconds: "600", heartbeatapi.EnvMaxTaskCost: "0.50",
+	}
+	fromEnv := heartbeat.Budget{MaxSteps: 500, MaxTokens: 100000, MaxDuration: 10 * time.Minute, MaxCost: "0.50"}
+	cases := map[string]struct {
+		env         map[string]string
+		annotations map[string]*string
+		want        heartbeat.Budget
+	}{
+		"none: no limits":                            {want: heartbeat.Budget{}},
+		"empty variables: no limits":                 {env: map[string]string{heartbeatapi.EnvMaxTokensPerTask: "", heartbeatapi.EnvMaxTaskCost: ""}, want: heartbeat.Budget{}},
+		"the environment's":                          {env: env, want: fromEnv},
+		"only the steps (always given)":              {env: map[string]string{heartbeatapi.EnvMaxStepsPerTask: "500"}, want: heartbeat.Budget{MaxSteps: 500}},
+		"the environment's, other annotations aside": {env: env, annotations: ptrs(heartbeatapi.AnnotationPaused, "true"), want: fromEnv},
+		"annotations override the environment": {
+			env:         env,
+			annotations: ptrs(heartbeatapi.AnnotationMaxTokensPerTask, "200000", heartbeatapi.AnnotationMaxTaskSeconds, "1200"),
+			want:        heartbeat.Budget{MaxSteps: 500, MaxTokens: 200000, MaxDuration: 20 * time.Minute, MaxCost: "0.50"},
+		},
+		"an empty annotation is no limit": {
+			env:         env,
+			annotations: ptrs(heartbeatapi.AnnotationMaxStepsPerTask, "", heartbeatapi.AnnotationMaxTaskCost, ""),
+			want:        heartbeat.Budget{MaxTokens: 100000, MaxDuration: 10 * time.Minute},
+		},
+		"an annotation sets a limit the environment has none of": {
+			annotations: ptrs(heartbeatapi.AnnotationMaxTaskCost, "1.25", heartbeatapi.AnnotationMaxStepsPerTask, "40"),
+			want:        heartbeat.Budget{MaxSteps: 40, MaxCost: "1.25"},
+		},
+		"a malformed annotation is ignored: the environment's value stands": {
+			env:         env,
+			annotations: ptrs(heartbeatapi.AnnotationMaxTokensPerTask, "lots", heartbeatapi.AnnotationMaxTaskCost, "-1"),
+			want:        fromEnv,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			base := map[string]string{
+				heartbeatapi.EnvNamespace: namespace, heartbeatapi.EnvFleet: fleet, heartbeatapi.EnvPodName: pod,
+				heartbeatapi.EnvHeartbeatInterval: strconv.Itoa(int(interval.Seconds())),
+			}
+			for k, v := range base {
+				t.Setenv(k, v)
+			}
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			h := newHarness(t)
+			hb, err := heartbeat.FromEnv(h.cs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.hb = hb.WithClock(h.clock)
+			envOnly := h.hb.Budget()
+			if err := h.hb.Start(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if tc.annotations != nil {
+				h.operator(tc.annotations)
+				h.renewal(interval)
+			}
+			if diff := cmp.Diff(tc.want, h.hb.Budget()); diff != "" {
+				t.Errorf("Budget() (-want +got):\n%s", diff)
+			}
+			if tc.annotations == nil {
+				return
+			}
+			// The annotations removed, the environment's budget stands again.
+			removed := map[string]*string{}
+			for k := range tc.annotations {
+				removed[k] = nil
+			}
+			h.operator(removed)
+			h.renewal(interval)
+			if diff := cmp.Diff(envOnly, h.hb.Budget()); diff != "" {
+				t.Errorf("Budget() with the annotations removed (-want: the environment's +got):\n%s", diff)
 			}
 		})
 	}
