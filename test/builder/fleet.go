@@ -105,9 +105,11 @@ func (w *FleetWrapper) MaxUnavailable(v intstr.IntOrString) *FleetWrapper {
 	return w
 }
 
-// Heartbeat sets the heartbeat contract.
+// Heartbeat sets the heartbeat contract, its steps limit in the deprecated field, as fleets written
+// before spec.budgets.maxSteps do: they keep working.
 func (w *FleetWrapper) Heartbeat(interval, deadline, maxRepeats, maxSteps int32) *FleetWrapper {
-	w.f.Spec.Health.Heartbeat = &v1alpha1.HeartbeatSpec{IntervalSeconds: interval, ProgressDeadlineSeconds: deadline, MaxRepeatedActions: maxRepeats, MaxStepsPerTask: maxSteps}
+	w.f.Spec.Health.Heartbeat = &v1alpha1.HeartbeatSpec{IntervalSeconds: interval, ProgressDeadlineSeconds: deadline, MaxRepeatedActions: maxRepeats,
+		MaxStepsPerTask: maxSteps} //nolint:staticcheck // the deprecated field on purpose (see above)
 	return w
 }
 
