@@ -141,32 +141,49 @@ func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, 
 }
 
 // leaseWakes says whether a Lease's change calls for its fleet's reconcile now (renewals mostly do
-// not: leaseToFleet wakes it for loops and new or deleted Leases).
+// not: leaseToFleet wakes it for loops and new or deleted Leases). A task that starts under a
+// duration budget sets a timer for the moment it would pass it, not a reconcile now.
 func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old any, lease *coordinationv1.Lease, now time.Time) bool {
 	b := f.Spec.Budgets
 	if b == nil || f.Spec.Health.Heartbeat == nil {
 		return false
 	}
 	if b.MaxDurationSeconds != nil {
-		// A task started: the supervisor times it from the next reconcile.
 		prev, _ := old.(*coordinationv1.Lease)
 		started := lease.Annotations[heartbeatapi.AnnotationTaskStarted]
-		if started != "" && (prev == nil || prev.Annotations[heartbeatapi.AnnotationTaskStarted] != started) {
-			return true
+		if t, err := time.Parse(heartbeatapi.TimeFormat, started); err == nil && (prev == nil || prev.Annotations[heartbeatapi.AnnotationTaskStarted] != started) {
+			r.wakeIfStillRunning(ctx, client.ObjectKeyFromObject(lease), started, t.Add(time.Duration(*b.MaxDurationSeconds)*time.Second).Sub(now))
 		}
 	}
 	if b.MaxTokens != nil || b.MaxCost != "" {
 		tb, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
-		tb.MaxDuration = 0 // timed by the reconcile the task's start wakes
+		tb.MaxDuration = 0 // timed above
 		if _, _, over := supervisor.OverTaskBudget(lease, tb, now, nil); err == nil && over {
 			return true
 		}
 	}
 	if limit := b.MaxTokensPerHour; limit != nil && !meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded) {
-		key := client.ObjectKeyFromObject(f)
-		return usage.Sum(fleetWindows.Buckets(key, now), now, usage.Hour).Tokens() > *limit
+		return fleetWindows.Sum(client.ObjectKeyFromObject(f), now, usage.Hour).Tokens() > *limit
 	}
 	return false
+}
+
+// wakeIfStillRunning wakes the fleet of a Lease after d if the Lease then still runs the task that
+// started at started (read from the cache then): the supervisor times the task from that reconcile.
+func (r *Reconciler) wakeIfStillRunning(ctx context.Context, key client.ObjectKey, started string, d time.Duration) {
+	time.AfterFunc(max(d, 0)+10*time.Millisecond, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		l := &coordinationv1.Lease{}
+		if err := r.Get(ctx, key, l); err != nil || l.Annotations[heartbeatapi.AnnotationTaskStarted] != started {
+			return // gone, or on another task (or idle)
+		}
+		f := &v1alpha1.AgentFleet{}
+		if err := r.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: l.Labels[v1alpha1.LabelFleet]}, f); err == nil {
+			r.wakeFleet(f)
+		}
+	})
 }
 
 // wakeFleet queues a reconcile of the fleet (the wake channel, a source of the controller).

@@ -33,6 +33,11 @@ func TestWindows(t *testing.T) {
 	if diff := cmp.Diff(usage.Use{TokensIn: 110, TokensOut: 11, Succeeded: 1, Failed: 1, TokenCost: 0.5, GPUCost: 2}, usage.Sum(b, w0, usage.Day)); diff != "" {
 		t.Errorf("last day (-want +got):\n%s", diff)
 	}
+	for _, d := range []time.Duration{time.Minute, time.Hour, usage.Day} {
+		if diff := cmp.Diff(usage.Sum(b, w0, d), w.Sum(f, w0, d)); diff != "" {
+			t.Errorf("Windows.Sum over %v differs from Sum of the buckets (-buckets +windows):\n%s", d, diff)
+		}
+	}
 	// 11 tokens in the hour; under 2 once the bucket of 10 (the minute starting at 09:31) has left
 	// the window: at 10:32.
 	tokens := func(u usage.Use) float64 { return float64(u.Tokens()) }

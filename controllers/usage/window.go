@@ -99,6 +99,24 @@ func (w *Windows) Buckets(fleet types.NamespacedName, now time.Time) []Bucket {
 	return b
 }
 
+// Sum is a fleet's use within d before now (the minute of now included), as Sum of its Buckets,
+// without copying them.
+func (w *Windows) Sum(fleet types.NamespacedName, now time.Time, d time.Duration) Use {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var u Use
+	r := w.fleets[fleet]
+	if r == nil {
+		return u
+	}
+	for i := range r.at {
+		if r.use[i] != (Use{}) && within(time.Unix(r.at[i]*60, 0), now, d) {
+			u = u.Plus(r.use[i])
+		}
+	}
+	return u
+}
+
 // Seed records, once per fleet and process, use the fleet had before this process kept its
 // windows: the caller passes what the fleet's status last said. It reports whether it recorded.
 func (w *Windows) Seed(fleet types.NamespacedName, seed func(add func(time.Time, Use))) bool {

@@ -101,6 +101,12 @@ type jsonReport struct {
 		Cost             float64  `json:"cost"`
 		UnpricedGPUHours float64  `json:"unpriced_gpu_hours"`
 		Utilization      *float64 `json:"utilization"`
+		TokensIn         float64  `json:"tokens_in"`
+		TokensOut        float64  `json:"tokens_out"`
+		TokenCost        float64  `json:"token_cost"`
+		TotalCost        float64  `json:"total_cost"`
+		TasksSucceeded   float64  `json:"tasks_succeeded"`
+		CostPerTask      *float64 `json:"cost_per_succeeded_task"`
 	} `json:"rows"`
 }
 
@@ -112,7 +118,10 @@ const openCostL4 = 0.85
 // down half way, then both are suspended. `agentfleet cost` must report the GPU-hours the test
 // measured itself from the pods' lifetimes (within 5%), priced by the default table, utilization
 // where the agent reports it and unknown where it does not; the HTML report must draw its chart in a
-// real Chromium.
+// real Chromium. The L4 fleet's simulated agents (the Go client) finish tasks and report tokens: the
+// report's cost per succeeded task must be the test's own (the measured GPU-seconds at the table's
+// price, plus the tokens the agents reported at the model's, over the tasks they reported
+// succeeded), within 5%.
 func TestCostReport(t *testing.T) {
 	needCluster(t)
 	ctx := context.Background()
@@ -172,7 +181,12 @@ func TestCostReport(t *testing.T) {
 
 	ns := namespace(t)
 	lifetimes, stopWatching := watchLifetimes(ctx, t, ns)
-	_, l4Key := newFleet(t, builder.MakeAgentFleet("l4-coders", ns).Replicas(2).GPUs(1, l4).CostCenter("research"))
+	// A progress deadline long enough that agents which stopped are not replaced before the suspend.
+	_, l4Key := newFleet(t, builder.MakeAgentFleet("l4-coders", ns).Replicas(2).GPUs(1, l4).CostCenter("research").Heartbeat(1, 60, 5, 1000))
+	agents := simulateAgents(t, ns, "l4-coders", time.Second)
+	agents.mu.Lock()
+	agents.tasks = true
+	agents.mu.Unlock()
 	_, h100Key := newFleet(t, builder.MakeAgentFleet("h100-reviewers", ns).Replicas(3).GPUs(1, "NVIDIA-H100-80GB-HBM3").CostCenter("platform"))
 	for _, key := range []client.ObjectKey{l4Key, h100Key} {
 		waitCondition(t, key, v1alpha1.ConditionReady, "True", "", 90*time.Second)
@@ -180,8 +194,13 @@ func TestCostReport(t *testing.T) {
 	time.Sleep(20 * time.Second) // GPU time to account for: the point of the test
 	setFleet(t, h100Key, func(f *v1alpha1.AgentFleet) { f.Spec.Replicas = ptr.To(int32(1)) })
 	time.Sleep(20 * time.Second)
+	agents.quitAll() // what each reported is written
 	for _, key := range []client.ObjectKey{l4Key, h100Key} {
 		setFleet(t, key, func(f *v1alpha1.AgentFleet) { f.Spec.Suspend = true })
+	}
+	reported := agents.reported
+	if reported.Succeeded == 0 {
+		t.Fatalf("the L4 fleet's agents reported %+v: no succeeded task to price", reported)
 	}
 	eventually(t, 60*time.Second, "every worker pod gone", func(ctx context.Context) (bool, string) {
 		var pods corev1.PodList
@@ -258,6 +277,21 @@ func TestCostReport(t *testing.T) {
 		if wantCost := row.GPUHours * hourly; math.Abs(row.Cost-wantCost) > 0.05*wantCost {
 			t.Errorf("%s: cost %.4f, want %.4f (%.4f GPU-hours at %.2f)", row.Group, row.Cost, wantCost, row.GPUHours, hourly)
 		}
+		if fleet == "l4-coders" {
+			in, out, _ := prices.TokenMillion("claude-sonnet-4-5")
+			tokenCost := (float64(reported.TokensIn)*in + float64(reported.TokensOut)*out) / 1e6
+			own := (wantSeconds/3600*hourly + tokenCost) / float64(reported.Succeeded)
+			t.Logf("%s: %.0f tasks succeeded, %.0f/%.0f tokens, token cost %.5f, cost per succeeded task %s; the agents reported %+v: %.5f a task by the test's count",
+				row.Group, row.TasksSucceeded, row.TokensIn, row.TokensOut, row.TokenCost, fmtPtr(row.CostPerTask), reported, own)
+			if row.CostPerTask == nil || math.Abs(*row.CostPerTask-own) > 0.05*own {
+				t.Errorf("%s: cost per succeeded task %s, want %.5f (within 5%%)", row.Group, fmtPtr(row.CostPerTask), own)
+			}
+			if math.Abs(row.TokenCost-tokenCost) > 0.05*tokenCost || math.Abs(row.TasksSucceeded-float64(reported.Succeeded)) > 0.05*float64(reported.Succeeded) {
+				t.Errorf("%s: token cost %.5f and %.0f tasks succeeded, the agents' %.5f and %d", row.Group, row.TokenCost, row.TasksSucceeded, tokenCost, reported.Succeeded)
+			}
+		} else if row.CostPerTask != nil {
+			t.Errorf("%s: cost per succeeded task %v for a fleet without tasks, want none", row.Group, *row.CostPerTask)
+		}
 		switch {
 		case w.utilization == nil && row.Utilization != nil:
 			t.Errorf("%s: utilization %.2f, want unknown (no GPU agent on its nodes)", row.Group, *row.Utilization)
@@ -327,6 +361,13 @@ func TestCostReport(t *testing.T) {
 			t.Errorf("no bar for %s in the rendered chart (bars: %v)", group, bars)
 		}
 	}
+}
+
+func fmtPtr(v *float64) string {
+	if v == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%.5f", *v)
 }
 
 func setFleet(t *testing.T, key client.ObjectKey, mutate func(*v1alpha1.AgentFleet)) {

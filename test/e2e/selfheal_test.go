@@ -33,7 +33,7 @@ type agents struct {
 	running    map[string]*agent
 	failed     map[string]string // pod -> why its agent last failed to start, logged once
 	stop       context.CancelFunc
-	behaviours map[string]string // pod -> "stall" | "quit" | "loop" | "idle"
+	behaviours map[string]string // pod -> "stall" | "quit" | "loop" | "idle" | "overspend"
 	idleAll    bool
 	// tasks: every agent finishes a task every third step, reporting tokens and an outcome
 	// (reported sums what TaskDone wrote, for the ledger's test).
@@ -86,6 +86,17 @@ func (a *agents) sync(ctx context.Context) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// An agent whose pod is gone (replaced, rolled) stops, as its process would.
+	exists := map[string]bool{}
+	for i := range pods.Items {
+		exists[pods.Items[i].Name] = true
+	}
+	for name, ag := range a.running {
+		if !exists[name] {
+			ag.cancel()
+			delete(a.running, name)
+		}
+	}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" || a.behaviours[p.Name] == "quit" || a.quitting {
@@ -146,11 +157,20 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 		case b == "quit":
 			// The process stops between two steps (what it reported is written) and renews no more.
 			a.mu.Lock()
-			a.running[pod].cancel()
+			if ag, ok := a.running[pod]; ok {
+				ag.cancel()
+			}
 			a.mu.Unlock()
 			return
 		case b == "loop":
 			_ = hb.Step(ctx, "search: the same query")
+		case b == "overspend":
+			// One task that never ends, its tokens growing past any budget.
+			_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
+			_ = hb.Tokens(ctx, 6000, 0)
+		case hb.Paused():
+			// As an agent should: no new task while the fleet is paused; keep renewing.
+			_ = hb.Idle(ctx)
 		case a.tasks && i%3 == 2:
 			a.finishTask(ctx, hb, i)
 		case idleAll:
@@ -188,6 +208,26 @@ func (a *agents) quitAll() {
 	a.quitting = true
 	a.mu.Unlock()
 	a.working.Wait()
+}
+
+// paused says how many of the running agents see their fleet paused, of how many.
+func (a *agents) paused() (paused, running int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ag := range a.running {
+		running++
+		if ag.hb.Paused() {
+			paused++
+		}
+	}
+	return paused, running
+}
+
+// finished is how many tasks the agents finished so far.
+func (a *agents) finished() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reported.Succeeded + a.reported.Failed
 }
 
 func (a *agents) set(pod, behaviour string) {

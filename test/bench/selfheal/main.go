@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -132,7 +133,7 @@ func run(ctx context.Context, injections, workers, interval int, loadFor time.Du
 }
 
 // fleet creates a fleet with a heartbeat and waits for its workers to be Ready.
-func (b *bench) fleet(ctx context.Context, name string, replicas, interval, deadline int32) (string, error) {
+func (b *bench) fleet(ctx context.Context, name string, replicas, interval, deadline int32, mutate ...func(*v1alpha1.AgentFleet)) (string, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-"}}
 	if err := b.k8s.Create(ctx, ns); err != nil {
 		return "", err
@@ -143,6 +144,9 @@ func (b *bench) fleet(ctx context.Context, name string, replicas, interval, dead
 		// The largest budget there is, in the shortest window: the bench measures replacement, not
 		// the budget (run checks that the injections fit in it).
 		f.Spec.Health.RestartBudget = v1alpha1.RestartBudget{MaxRestarts: ptr.To(int32(v1alpha1.MaxRecentRestarts)), WindowSeconds: 10}
+		for _, m := range mutate {
+			m(f)
+		}
 	}).Obj()
 	if err := b.k8s.Create(ctx, f); err != nil {
 		return "", err
@@ -308,9 +312,19 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 			}
 			evidence = time.Now()
 		case "Stalled":
-			mu.Lock()
-			cancels[p]()
-			mu.Unlock()
+			// Its agent may not have started yet on a busy machine (a nil cancel panicked here
+			// once): wait for it, so that the stall is of an agent that renewed.
+			var cancel context.CancelFunc
+			err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				cancel = cancels[p]
+				return cancel != nil, nil
+			})
+			if err != nil {
+				return nil, fmt.Errorf("the agent of %s/%s did not start: %w", ns, p, err)
+			}
+			cancel()
 			lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, p, metav1.GetOptions{})
 			if err != nil {
 				return nil, err
@@ -380,7 +394,13 @@ func (b *bench) agentClient(ctx context.Context, ns, fleet string) (kubernetes.I
 func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Duration) error {
 	fmt.Printf("\nLoad: %d workers heartbeating every %ds (goal: <= 1 API write per worker per interval)\n", workers, interval)
 	start := time.Now()
-	ns, err := b.fleet(ctx, "load", int32(workers), int32(interval), int32(interval*6))
+	ns, err := b.fleet(ctx, "load", int32(workers), int32(interval), int32(interval*6), func(f *v1alpha1.AgentFleet) {
+		// Budgets that are never reached, so that the ledger's budget paths run at every event.
+		f.Spec.Budgets = &v1alpha1.BudgetsSpec{
+			MaxTokens: ptr.To(int64(1) << 40), MaxDurationSeconds: ptr.To(int32(86400)), MaxCost: "1000000",
+			MaxTokensPerHour: ptr.To(int64(1) << 50), MaxCostPerDay: "1000000000",
+		}
+	})
 	if err != nil {
 		return err
 	}
@@ -391,6 +411,10 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 	}
 	agentCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	// Two phases over the same agents: heartbeats alone (a step a second, a task ended every 20
+	// steps), then the same with the tokens of every step and the task's outcome reported (the
+	// ledger's work): both end their tasks alike, so the writes compare.
+	var withTokens atomic.Bool
 	var clients []*heartbeat.Client
 	for _, p := range b.readyPods(ctx, ns, "load") {
 		hb := heartbeat.New(agents, ns, "load", p, time.Duration(interval)*time.Second)
@@ -401,36 +425,73 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 		go func() {
 			for i := 0; agentCtx.Err() == nil; i++ {
 				_ = hb.Step(agentCtx, fmt.Sprintf("step %d", i))
+				tokens := withTokens.Load()
+				if tokens {
+					_ = hb.Tokens(agentCtx, 1200, 300)
+				}
+				if i%20 == 19 {
+					if tokens {
+						_ = hb.TaskDone(agentCtx, i%40 == 19)
+					} else {
+						_ = hb.Idle(agentCtx)
+					}
+				}
 				time.Sleep(time.Second) // ten steps per interval: coalesced into one write
 			}
 		}()
 	}
 	time.Sleep(time.Duration(interval) * time.Second) // past the first writes
-	var writes0 int64
-	for _, hb := range clients {
-		writes0 += hb.Writes()
+	type phase struct {
+		name                string
+		agentWrites, cpuPct float64
+		requests            map[string]float64
 	}
-	m0, err := b.scrape(ctx)
+	measure := func(name string) (phase, error) {
+		var writes0 int64
+		for _, hb := range clients {
+			writes0 += hb.Writes()
+		}
+		m0, err := b.scrape(ctx)
+		if err != nil {
+			return phase{}, err
+		}
+		time.Sleep(loadFor)
+		m1, err := b.scrape(ctx)
+		if err != nil {
+			return phase{}, err
+		}
+		var writes1 int64
+		for _, hb := range clients {
+			writes1 += hb.Writes()
+		}
+		secs := loadFor.Seconds()
+		ph := phase{name: name, agentWrites: float64(writes1-writes0) / secs, cpuPct: 100 * (m1.cpuSeconds - m0.cpuSeconds) / secs, requests: map[string]float64{}}
+		for kind, n := range m1.requests {
+			ph.requests[kind] = (n - m0.requests[kind]) / secs
+		}
+		return ph, nil
+	}
+	plain, err := measure("heartbeats")
 	if err != nil {
 		return err
 	}
-	time.Sleep(loadFor)
-	m1, err := b.scrape(ctx)
+	withTokens.Store(true)
+	time.Sleep(time.Duration(interval) * time.Second) // every agent past its first report
+	tokens, err := measure("with tokens and outcomes")
 	if err != nil {
 		return err
 	}
-	var writes1 int64
-	for _, hb := range clients {
-		writes1 += hb.Writes()
+	for _, ph := range []phase{plain, tokens} {
+		fmt.Printf("  %s:\n", ph.name)
+		fmt.Printf("    agent Lease writes:   %.1f/s = %.2f per worker per interval\n", ph.agentWrites, ph.agentWrites*float64(interval)/float64(len(clients)))
+		fmt.Printf("    operator CPU:         %.1f%% of one core\n", ph.cpuPct)
+		for _, kind := range []string{"read", "write", "PATCH", "PUT", "POST", "DELETE"} {
+			fmt.Printf("    operator API %-7s %.2f/s\n", kind+":", ph.requests[kind])
+		}
 	}
-	secs := loadFor.Seconds()
-	agentWrites := float64(writes1-writes0) / secs
-	fmt.Printf("  agent Lease writes:   %.1f/s = %.2f per worker per interval\n", agentWrites, agentWrites*float64(interval)/float64(len(clients)))
-	fmt.Printf("  operator CPU:         %.1f%% of one core\n", 100*(m1.cpuSeconds-m0.cpuSeconds)/secs)
-	for _, kind := range []string{"read", "write", "PATCH", "PUT", "POST", "DELETE"} {
-		n := m1.requests[kind] - m0.requests[kind]
-		fmt.Printf("  operator API %-7s %.2f/s\n", kind+":", n/secs)
-	}
+	fmt.Printf("  the ledger's cost (goal: no extra writes, < 10%% extra CPU): %+.2f operator writes/s, %+.2f agent writes/s, CPU %+.1f%% (%.1f%% -> %.1f%% of one core)\n",
+		tokens.requests["write"]-plain.requests["write"], tokens.agentWrites-plain.agentWrites,
+		100*(tokens.cpuPct-plain.cpuPct)/max(plain.cpuPct, 1e-9), plain.cpuPct, tokens.cpuPct)
 	return nil
 }
 
