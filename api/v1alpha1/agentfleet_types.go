@@ -544,6 +544,18 @@ type UsageStatus struct {
 	Unpriced []string `json:"unpriced,omitempty"`
 	// UpdatedAt is when these figures were computed.
 	UpdatedAt metav1.Time `json:"updatedAt"`
+	// Hours are the last 24 hours' figures by hour, oldest first: a new leader of the operator
+	// starts its budget windows from them, so that a restart neither resets a budget nor holds
+	// one longer than an hour.
+	// +kubebuilder:validation:MaxItems=25
+	// +optional
+	Hours []UsageHour `json:"hours,omitempty"`
+}
+
+// UsageHour is the fleet's use in the hour from Start.
+type UsageHour struct {
+	Start       metav1.Time `json:"start"`
+	UsageWindow `json:",inline"`
 }
 
 // UsageWindow is the fleet's use over one window.
@@ -562,7 +574,7 @@ type UsageWindow struct {
 	// +optional
 	TokenCost string `json:"tokenCost,omitempty"`
 	// CostPerSucceededTask is (GPUCost + TokenCost) / TasksSucceeded; absent without a succeeded
-	// task.
+	// task, and while something the fleet used has no price (see unpriced): never understated.
 	// +optional
 	CostPerSucceededTask string `json:"costPerSucceededTask,omitempty"`
 }

@@ -66,6 +66,15 @@ func TestInvalidFleetsAreRefusedWithTheirRule(t *testing.T) {
 			"schedule must be cron syntax"},
 		"cron with four fields": {fleet().Job(v1alpha1.JobSpec{Name: "nightly", Entrypoint: "python eval.py", Schedule: "0 3 * *"}).Obj(),
 			"schedule must be cron syntax"},
+		"a token budget without a heartbeat": {fleet().Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Budgets = &v1alpha1.BudgetsSpec{MaxTokens: ptr.To[int64](1000)}
+		}).Obj(), "budgets other than maxCostPerDay need spec.health.heartbeat"},
+		"Pause without a fleet budget": {fleet().Heartbeat(10, 300, 20, 500).Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Budgets = &v1alpha1.BudgetsSpec{MaxTokens: ptr.To[int64](1000), OnExceeded: v1alpha1.BudgetPause}
+		}).Obj(), "onExceeded: Pause needs a fleet budget to exceed"},
+		"a cost that is not a decimal": {fleet().Mutate(func(f *v1alpha1.AgentFleet) {
+			f.Spec.Budgets = &v1alpha1.BudgetsSpec{MaxCostPerDay: "$400"}
+		}).Obj(), "spec.budgets.maxCostPerDay in body should match"},
 		"maxUnavailable zero": {fleet().MaxUnavailable(intstr.FromInt32(0)).Obj(),
 			"maxUnavailable must be a count of at least 1 or a percentage from 1% to 100%"},
 		"maxUnavailable over 100%": {fleet().MaxUnavailable(intstr.FromString("150%")).Obj(),
@@ -186,5 +195,24 @@ func TestValidFleetsAreAcceptedAndDefaulted(t *testing.T) {
 	if *got.Spec.Replicas != 1 || got.Spec.Rollout.MaxUnavailable.String() != "25%" || *got.Spec.Health.RestartBudget.MaxRestarts != 10 || got.Spec.Health.RestartBudget.WindowSeconds != 3600 {
 		t.Errorf("defaults: replicas %d, maxUnavailable %s, restartBudget %d/%ds; want 1, 25%%, 10/3600s",
 			*got.Spec.Replicas, got.Spec.Rollout.MaxUnavailable.String(), *got.Spec.Health.RestartBudget.MaxRestarts, got.Spec.Health.RestartBudget.WindowSeconds)
+	}
+}
+
+func TestMaxStepsPerTask(t *testing.T) {
+	hb := &v1alpha1.HeartbeatSpec{MaxStepsPerTask: 500}
+	steps := int32(40)
+	for name, tc := range map[string]struct {
+		spec v1alpha1.AgentFleetSpec
+		want int32
+	}{
+		"no heartbeat: no steps counted":            {v1alpha1.AgentFleetSpec{Budgets: &v1alpha1.BudgetsSpec{MaxSteps: &steps}}, 0},
+		"the deprecated field":                      {v1alpha1.AgentFleetSpec{Health: v1alpha1.HealthSpec{Heartbeat: hb}}, 500},
+		"budgets.maxSteps wins":                     {v1alpha1.AgentFleetSpec{Health: v1alpha1.HealthSpec{Heartbeat: hb}, Budgets: &v1alpha1.BudgetsSpec{MaxSteps: &steps}}, 40},
+		"budgets without maxSteps: the heartbeat's": {v1alpha1.AgentFleetSpec{Health: v1alpha1.HealthSpec{Heartbeat: hb}, Budgets: &v1alpha1.BudgetsSpec{}}, 500},
+	} {
+		f := &v1alpha1.AgentFleet{Spec: tc.spec}
+		if got := f.MaxStepsPerTask(); got != tc.want {
+			t.Errorf("%s: %d, want %d", name, got, tc.want)
+		}
 	}
 }

@@ -55,7 +55,7 @@ func (r *Reconciler) decideBudget(ctx context.Context, s *scope) error {
 	was := meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded)
 	switch {
 	case v.Exceeded && !was:
-		r.event(f, corev1.EventTypeWarning, EventBudgetExceeded, "%s", v.Message)
+		r.event(f, corev1.EventTypeWarning, EventBudgetExceeded, "%s", v.Evidence)
 	case !v.Exceeded && was && v.Budgeted:
 		r.event(f, corev1.EventTypeNormal, EventWithinBudget, "The fleet is within its budgets again")
 	}
@@ -63,26 +63,41 @@ func (r *Reconciler) decideBudget(ctx context.Context, s *scope) error {
 }
 
 // observeUsage computes status.usage once the phases observed the workers, and asks for the
-// reconcile that refreshes it.
+// reconcile that refreshes it: while it shows use, and while the fleet holds GPUs or has a cost
+// budget (GPU cost accrues with time alone).
 func (r *Reconciler) observeUsage(ctx context.Context, s *scope) {
 	if s.budget == nil {
 		return // not decided: the status keeps what it said
 	}
+	f := s.fleet
 	prices, err := r.priceSource().Prices(ctx)
 	r.logPriceTable(ctx, err)
-	s.usage = usageStatus(s.fleet.Status.Usage, *s.budget, s.now, prices.Currency, unpricedUse(s, prices))
-	if s.usage != nil && (s.usage.LastDay != v1alpha1.UsageWindow{}) {
-		s.requeue(s.usage.UpdatedAt.Add(usageRefresh).Sub(s.now))
+	hours := usage.Hours(fleetWindows.Buckets(client.ObjectKeyFromObject(f), s.now))
+	s.usage = usageStatus(f.Status.Usage, *s.budget, hours, s.now, prices.Currency, unpricedUse(s, prices))
+	holdsGPUs := len(cost.Allocation(s.pods, s.gpuNodes.products, f.Spec.Worker.GPUProduct)) > 0
+	costBudget := f.Spec.Budgets != nil && f.Spec.Budgets.MaxCostPerDay != ""
+	if (s.usage != nil && s.usage.LastDay != v1alpha1.UsageWindow{}) || holdsGPUs || costBudget {
+		next := s.now.Add(usageRefresh)
+		if s.usage != nil {
+			next = s.usage.UpdatedAt.Add(usageRefresh)
+		}
+		s.requeue(max(next.Sub(s.now), time.Second))
 	}
 }
 
-// unpricedUse names what the fleet used that the price table does not price: its model, once it
-// reported tokens, and the GPU products its Running workers hold.
+// unpricedUse names what the fleet used, or budgets, that the price table does not price: its
+// model, once it reported tokens or when it has a cost budget per task, and the GPU products its
+// Running workers hold.
 func unpricedUse(s *scope, prices cost.Prices) []string {
 	f := s.fleet
 	var names []string
-	if _, _, ok := prices.TokenMillion(f.Spec.Model.Name); !ok && s.budget.Day.Tokens() > 0 {
-		names = append(names, "model "+f.Spec.Model.Name)
+	maxCost := f.Spec.Budgets != nil && f.Spec.Budgets.MaxCost != ""
+	if _, _, ok := prices.TokenMillion(f.Spec.Model.Name); !ok && (s.budget.Day.Tokens() > 0 || maxCost) {
+		if maxCost {
+			names = append(names, "model "+f.Spec.Model.Name+" (budgets.maxCost is not enforced)")
+		} else {
+			names = append(names, "model "+f.Spec.Model.Name)
+		}
 	}
 	for _, product := range slices.Sorted(maps.Keys(cost.Allocation(s.pods, s.gpuNodes.products, f.Spec.Worker.GPUProduct))) {
 		if _, ok := prices.GPUHour(product); !ok {
@@ -94,35 +109,54 @@ func unpricedUse(s *scope, prices cost.Prices) []string {
 
 // usageStatus is status.usage: the previous one while it is younger than usageRefresh, else the
 // windows' figures now; nil while the fleet never used anything.
-func usageStatus(prev *v1alpha1.UsageStatus, v usage.FleetVerdict, now time.Time, currency string, unpriced []string) *v1alpha1.UsageStatus {
+func usageStatus(prev *v1alpha1.UsageStatus, v usage.FleetVerdict, hours []usage.Bucket, now time.Time, currency string, unpriced []string) *v1alpha1.UsageStatus {
 	if prev != nil && now.Sub(prev.UpdatedAt.Time) < usageRefresh && now.Sub(prev.UpdatedAt.Time) >= 0 {
 		return prev
 	}
 	if prev == nil && v.Day == (usage.Use{}) {
 		return nil
 	}
-	return &v1alpha1.UsageStatus{
-		LastHour: usageWindow(v.Hour), LastDay: usageWindow(v.Day),
+	u := &v1alpha1.UsageStatus{
+		LastHour: usageWindow(v.Hour, unpriced), LastDay: usageWindow(v.Day, unpriced),
 		Currency: currency, Unpriced: unpriced, UpdatedAt: metav1.NewTime(now.Truncate(time.Second)),
 	}
+	for _, h := range hours {
+		w := usageWindow(h.Use, unpriced)
+		w.CostPerSucceededTask = ""
+		u.Hours = append(u.Hours, v1alpha1.UsageHour{Start: metav1.NewTime(h.Minute), UsageWindow: w})
+	}
+	return u
 }
 
-func usageWindow(u usage.Use) v1alpha1.UsageWindow {
+// usageWindow is one window's figures. The cost per succeeded task is left out while something is
+// unpriced: it would be understated.
+func usageWindow(u usage.Use, unpriced []string) v1alpha1.UsageWindow {
 	w := v1alpha1.UsageWindow{TokensIn: u.TokensIn, TokensOut: u.TokensOut, TasksSucceeded: u.Succeeded, TasksFailed: u.Failed}
 	if u.GPUCost != 0 || u.TokenCost != 0 {
 		w.GPUCost, w.TokenCost = usage.Money(u.GPUCost), usage.Money(u.TokenCost)
 	}
-	if u.Succeeded > 0 {
+	if u.Succeeded > 0 && len(unpriced) == 0 {
 		w.CostPerSucceededTask = usage.Money(u.Cost() / float64(u.Succeeded))
 	}
 	return w
 }
 
-// seedFromStatus adds what a fleet's status last said of its use to windows that start empty: the
-// last hour's at the status' time, the rest of the day's an hour before, so that each stays in its
-// window no shorter than it really does.
+// seedFromStatus adds what a fleet's status last said of its use to windows that start empty: each
+// hour's at its last minute (or the status' time, if earlier), so that each stays in its window no
+// shorter than it really does, and at most an hour longer. A status without hours (written before
+// they were) gives the last hour's at its time and the rest of the day's an hour earlier.
 func seedFromStatus(u *v1alpha1.UsageStatus, now time.Time, add func(time.Time, usage.Use)) {
 	if u == nil || now.Sub(u.UpdatedAt.Time) >= usage.Day {
+		return
+	}
+	if len(u.Hours) > 0 {
+		for _, h := range u.Hours {
+			at := h.Start.Add(time.Hour - time.Minute)
+			if at.After(u.UpdatedAt.Time) {
+				at = u.UpdatedAt.Time
+			}
+			add(at, useOf(h.UsageWindow))
+		}
 		return
 	}
 	hour, day := useOf(u.LastHour), useOf(u.LastDay)
@@ -152,9 +186,12 @@ func useOf(w v1alpha1.UsageWindow) usage.Use {
 // the one the worker's environment was given (a budget change rolls no worker). A Lease is patched
 // only when what it carries differs, so nothing is written while nothing changes: not at a
 // worker's start (its environment is current) nor at a renewal.
+//
+// It runs after the phases, whichever blocked (a paused fleet whose dependency is not ready is paused
+// all the same), once the workers are observed.
 func (r *Reconciler) reconcileLeaseDirectives(ctx context.Context, s *scope) error {
 	f := s.fleet
-	if s.cluster == nil || f.Spec.Health.Heartbeat == nil || f.Spec.Suspend {
+	if s.cluster == nil || s.pods == nil || s.budget == nil || f.Spec.Health.Heartbeat == nil || f.Spec.Suspend {
 		return nil
 	}
 	leases, err := r.heartbeatLeases(ctx, s)

@@ -47,6 +47,16 @@ func (e *env) report(fleet, worker string, annotations map[string]string) *coord
 	return l
 }
 
+// leaseVersion is a worker's Lease's resourceVersion.
+func (e *env) leaseVersion(worker string) string {
+	e.t.Helper()
+	l := &coordinationv1.Lease{}
+	if err := k8s.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: worker}, l); err != nil {
+		e.t.Fatal(err)
+	}
+	return l.ResourceVersion
+}
+
 // leaseAnnotations reads a worker's Lease's annotations.
 func (e *env) leaseAnnotations(worker string) map[string]string {
 	e.t.Helper()
@@ -93,13 +103,32 @@ func TestFleetBudgetPausesAndResumes(t *testing.T) {
 	e.clock.Step(time.Minute)
 	e.report("agents", workers[1], tokens(301, 100))
 	e.reconcile("agents")
-	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "1001 tokens in the last hour (maxTokensPerHour 1000)")
+	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "the last hour's tokens passed maxTokensPerHour (1000)")
 	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "paused")
 	e.condition("agents", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonBudgetExceeded, "")
-	e.event(v1alpha1.ReasonBudgetExceeded)
+	if ev := e.event(v1alpha1.ReasonBudgetExceeded); !strings.Contains(ev, "1001 tokens in the last hour (maxTokensPerHour 1000)") {
+		t.Errorf("event %q lacks the figures", ev)
+	}
+	versions := map[string]string{}
 	for _, w := range workers {
 		if got := e.leaseAnnotations(w)[heartbeatapi.AnnotationPaused]; got != "true" {
 			t.Errorf("Lease %s: %s = %q, want true", w, heartbeatapi.AnnotationPaused, got)
+		}
+		versions[w] = e.leaseVersion(w)
+	}
+	// More tokens while paused, within the minute: neither the status nor a Lease is written again
+	// (the condition says which budget, not the figures, which status.usage has once a minute).
+	statusVersion := e.get("agents").ResourceVersion
+	e.clock.Step(10 * time.Second)
+	e.report("agents", workers[1], tokens(350, 100))
+	versions[workers[1]] = e.leaseVersion(workers[1]) // the agent's own write
+	e.reconcile("agents")
+	if got := e.get("agents").ResourceVersion; got != statusVersion {
+		t.Errorf("the fleet was written again while nothing but the figures moved (resourceVersion %s -> %s)", statusVersion, got)
+	}
+	for _, w := range workers {
+		if got := e.leaseVersion(w); got != versions[w] {
+			t.Errorf("Lease %s written again with nothing to change (resourceVersion %s -> %s)", w, versions[w], got)
 		}
 	}
 	// A job declared while paused does not run.
@@ -120,7 +149,7 @@ func TestFleetBudgetPausesAndResumes(t *testing.T) {
 	// kept renewing (paused, idle).
 	e.clock.Step(time.Hour)
 	e.report("agents", workers[0], tokens(500, 100))
-	e.report("agents", workers[1], tokens(301, 100))
+	e.report("agents", workers[1], tokens(350, 100))
 	e.reconcile("agents")
 	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionFalse, v1alpha1.ReasonWithinBudget, "")
 	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "")
@@ -135,9 +164,9 @@ func TestFleetBudgetPausesAndResumes(t *testing.T) {
 	}
 
 	// Over again; then the budget is raised in Git: resumed at once.
-	e.report("agents", workers[0], tokens(1600, 100))
+	e.report("agents", workers[0], tokens(1600, 100)) // 1,100 more, and the 49 of 10:01 still in the hour
 	e.reconcile("agents")
-	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "1101 tokens")
+	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "passed maxTokensPerHour (1000)")
 	f = e.get("agents")
 	f.Spec.Budgets.MaxTokensPerHour = ptr.To[int64](5000)
 	if err := k8s.Update(e.ctx, f); err != nil {
@@ -166,7 +195,10 @@ func TestFleetBudgetAlertAndUsageStatus(t *testing.T) {
 	a[heartbeatapi.AnnotationTasksSucceeded], a[heartbeatapi.AnnotationTasksFailed] = "3", "1"
 	e.report("agents", w, a)
 	res := e.reconcile("agents")
-	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "120000 tokens in the last hour")
+	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "passed maxTokensPerHour (100000)")
+	if ev := e.event(v1alpha1.ReasonBudgetExceeded); !strings.Contains(ev, "120000 tokens in the last hour") {
+		t.Errorf("event %q lacks the figures", ev)
+	}
 	e.condition("agents", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "")
 	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "")
 	if got := e.leaseAnnotations(w)[heartbeatapi.AnnotationPaused]; got != "" {

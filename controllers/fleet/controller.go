@@ -55,8 +55,10 @@ type Reconciler struct {
 
 	deps      *dependencyWatches
 	deletions *deletions
-	// wake queues reconciles of fleets the usage ledger finds need one (usage.go).
-	wake chan event.TypedGenericEvent[*v1alpha1.AgentFleet]
+	// wake queues reconciles of fleets the usage ledger finds need one (usage.go); taskTimers wake
+	// them when a task would pass its duration budget.
+	wake       chan event.TypedGenericEvent[*v1alpha1.AgentFleet]
+	taskTimers taskTimers
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -142,7 +144,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// The supervisor decides before the rollout, so that the rollout's budget counts this pass's
 		// replacements as unavailable.
 		r.observeWorkers, r.reconcileHealth, r.reconcileRollout, r.reconcileHandover,
-		r.reconcileLeases, r.reconcileLeaseDirectives, r.removeHeartbeatServiceAccount, r.reconcileJobs,
+		r.reconcileLeases, r.removeHeartbeatServiceAccount, r.reconcileJobs,
 	} {
 		if err = p(ctx, s); err != nil || s.blocked != nil {
 			break
@@ -151,6 +153,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if s.cluster != nil && s.pods == nil && err == nil {
 		// The pods are observed even when a phase blocked, so that status stays truthful.
 		s.pods, err = r.workerPods(ctx, s.cluster)
+	}
+	if !apierrors.IsConflict(err) {
+		err = errors.Join(err, r.reconcileLeaseDirectives(ctx, s))
 	}
 	r.observeUsage(ctx, s)
 	if apierrors.IsConflict(err) {

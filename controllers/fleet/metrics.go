@@ -1,6 +1,8 @@
 package fleet
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -71,8 +73,7 @@ var fleetConditionTypes = []string{v1alpha1.ConditionReady, v1alpha1.ConditionPr
 // are replaced, so that none goes stale.
 func recordFleetMetrics(f *v1alpha1.AgentFleet, alloc map[string]int32) {
 	st := f.Status
-	fleetInfo.DeletePartialMatch(prometheus.Labels{"namespace": f.Namespace, "fleet": f.Name})
-	fleetInfo.WithLabelValues(f.Namespace, f.Name, f.Spec.CostCenter, f.Spec.Model.Name).Set(1)
+	setFleetInfo(f)
 	for state, n := range map[string]int32{"desired": f.WorkerReplicas(), "ready": st.ReadyReplicas, "updated": st.UpdatedReplicas} {
 		workersGauge.WithLabelValues(f.Namespace, f.Name, state).Set(float64(n))
 	}
@@ -100,6 +101,26 @@ func recordFleetMetrics(f *v1alpha1.AgentFleet, alloc map[string]int32) {
 	}
 }
 
+// fleetInfoLabels are the cost center and model each fleet's agentfleet_fleet_info carries, so that
+// the series is replaced only when they change: a delete and re-add at every reconcile would leave
+// a scrape between the two without it.
+var (
+	fleetInfoMu     sync.Mutex
+	fleetInfoLabels = map[types.NamespacedName][2]string{}
+)
+
+func setFleetInfo(f *v1alpha1.AgentFleet) {
+	key, labels := types.NamespacedName{Namespace: f.Namespace, Name: f.Name}, [2]string{f.Spec.CostCenter, f.Spec.Model.Name}
+	fleetInfoMu.Lock()
+	defer fleetInfoMu.Unlock()
+	if old, ok := fleetInfoLabels[key]; ok && old == labels {
+		return
+	}
+	fleetInfo.DeletePartialMatch(prometheus.Labels{"namespace": f.Namespace, "fleet": f.Name})
+	fleetInfo.WithLabelValues(f.Namespace, f.Name, labels[0], labels[1]).Set(1)
+	fleetInfoLabels[key] = labels
+}
+
 // forgetFleetGauges deletes a fleet's gauges and ends its GPU use (its counters stay: a counter's
 // history is the point of it, and Prometheus handles a series that stops).
 func forgetFleetGauges(key types.NamespacedName) {
@@ -107,7 +128,10 @@ func forgetFleetGauges(key types.NamespacedName) {
 	workersGauge.DeletePartialMatch(labels)
 	conditionGauge.DeletePartialMatch(labels)
 	gpusAllocatedGauge.DeletePartialMatch(labels)
+	fleetInfoMu.Lock()
 	fleetInfo.DeletePartialMatch(labels)
+	delete(fleetInfoLabels, key)
+	fleetInfoMu.Unlock()
 	gpuUsage.forget(key)
 	fleetWindows.Forget(key)
 }

@@ -69,7 +69,12 @@ func (r *Reconciler) reconcileRayCluster(ctx context.Context, s *scope) error {
 	ctrl.LoggerFrom(ctx).Info("Updated RayCluster", "RayCluster", klog.KObj(updated), "change", change)
 	switch change {
 	case changeTemplate:
-		r.event(f, corev1.EventTypeNormal, EventRayClusterUpdated, "Updated the template of RayCluster %s (revision %s): rolling the agent workers", updated.Name, rayspecs.WorkerHash(updated))
+		if rev := rayspecs.WorkerHash(updated); rev != rayspecs.WorkerHash(existing) {
+			r.event(f, corev1.EventTypeNormal, EventRayClusterUpdated, "Updated the template of RayCluster %s (revision %s): rolling the agent workers", updated.Name, rev)
+		} else {
+			// The head's template, or what is not the workers' revision (their budget): no roll.
+			r.event(f, corev1.EventTypeNormal, EventRayClusterUpdated, "Updated RayCluster %s; the agent workers' revision %s is unchanged: no roll", updated.Name, rev)
+		}
 	case changeDrift:
 		r.event(f, corev1.EventTypeWarning, EventDriftReverted, "RayCluster %s was edited outside Git: restored it", updated.Name)
 	case changeSuspend:

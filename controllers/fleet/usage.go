@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -104,7 +105,9 @@ func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, del
 	if !inc.IsZero() {
 		r.accountIncrease(ctx, key, f, inc, now)
 	}
-	if f != nil && !deleted && r.leaseWakes(ctx, f, old, lease, now) {
+	if deleted {
+		r.taskTimers.stop(client.ObjectKeyFromObject(lease))
+	} else if f != nil && r.leaseWakes(ctx, f, old, lease, now) {
 		r.wakeFleet(f)
 	}
 }
@@ -137,7 +140,11 @@ func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, 
 			tokensUnpricedTotal.WithLabelValues(ns, fleet, model, "out").Add(float64(inc.TokensOut))
 		}
 	}
-	fleetWindows.Add(key, now, use)
+	if f != nil {
+		// A fleet gone (a Lease's delete event after the fleet's) keeps no windows: one made again
+		// under its name starts afresh.
+		fleetWindows.Add(key, now, use)
+	}
 }
 
 // leaseWakes says whether a Lease's change calls for its fleet's reconcile now (renewals mostly do
@@ -148,17 +155,26 @@ func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old
 	if b == nil || f.Spec.Health.Heartbeat == nil {
 		return false
 	}
+	prev, _ := old.(*coordinationv1.Lease)
 	if b.MaxDurationSeconds != nil {
-		prev, _ := old.(*coordinationv1.Lease)
 		started := lease.Annotations[heartbeatapi.AnnotationTaskStarted]
-		if t, err := time.Parse(heartbeatapi.TimeFormat, started); err == nil && (prev == nil || prev.Annotations[heartbeatapi.AnnotationTaskStarted] != started) {
-			r.wakeIfStillRunning(ctx, client.ObjectKeyFromObject(lease), started, t.Add(time.Duration(*b.MaxDurationSeconds)*time.Second).Sub(now))
+		if prev == nil || prev.Annotations[heartbeatapi.AnnotationTaskStarted] != started {
+			var d time.Duration
+			if t, err := time.Parse(heartbeatapi.TimeFormat, started); err == nil {
+				d = t.Add(time.Duration(*b.MaxDurationSeconds) * time.Second).Sub(now)
+			}
+			r.taskTimers.set(ctx, client.ObjectKeyFromObject(lease), started, d, r.wakeIfStillRunning)
 		}
 	}
 	if b.MaxTokens != nil || b.MaxCost != "" {
 		tb, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
 		tb.MaxDuration = 0 // timed above
-		if _, _, over := supervisor.OverTaskBudget(lease, tb, now, nil); err == nil && over {
+		over := func(l *coordinationv1.Lease) bool {
+			_, _, o := supervisor.OverTaskBudget(l, tb, now, nil)
+			return o
+		}
+		// Once, when the task passes it: a worker the restart budget holds stays over it.
+		if err == nil && over(lease) && (prev == nil || !over(prev)) {
 			return true
 		}
 	}
@@ -168,22 +184,63 @@ func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old
 	return false
 }
 
-// wakeIfStillRunning wakes the fleet of a Lease after d if the Lease then still runs the task that
-// started at started (read from the cache then): the supervisor times the task from that reconcile.
-func (r *Reconciler) wakeIfStillRunning(ctx context.Context, key client.ObjectKey, started string, d time.Duration) {
-	time.AfterFunc(max(d, 0)+10*time.Millisecond, func() {
-		if ctx.Err() != nil {
-			return
+// wakeIfStillRunning wakes the fleet of a Lease if the Lease (read from the cache now) still runs
+// the task that started at started: the supervisor times the task from that reconcile.
+func (r *Reconciler) wakeIfStillRunning(ctx context.Context, key client.ObjectKey, started string) {
+	l := &coordinationv1.Lease{}
+	if err := r.Get(ctx, key, l); err != nil || l.Annotations[heartbeatapi.AnnotationTaskStarted] != started {
+		return // gone, or on another task (or idle)
+	}
+	f := &v1alpha1.AgentFleet{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: l.Labels[v1alpha1.LabelFleet]}, f); err == nil {
+		r.wakeFleet(f)
+	}
+}
+
+// taskTimers holds at most one timer per Lease: for the moment its current task passes the fleet's
+// duration budget. A task that ends, or a Lease that goes, stops it.
+type taskTimers struct {
+	mu     sync.Mutex
+	timers map[client.ObjectKey]*time.Timer
+}
+
+// set replaces a Lease's timer by one that calls fire after d, for the task that started at
+// started; "" (idle) only stops the old one.
+func (t *taskTimers) set(ctx context.Context, key client.ObjectKey, started string, d time.Duration, fire func(context.Context, client.ObjectKey, string)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.timers[key]; old != nil {
+		old.Stop()
+		delete(t.timers, key)
+	}
+	if started == "" {
+		return
+	}
+	if t.timers == nil {
+		t.timers = map[client.ObjectKey]*time.Timer{}
+	}
+	var timer *time.Timer
+	timer = time.AfterFunc(max(d, 0)+10*time.Millisecond, func() {
+		t.mu.Lock()
+		if t.timers[key] == timer {
+			delete(t.timers, key)
 		}
-		l := &coordinationv1.Lease{}
-		if err := r.Get(ctx, key, l); err != nil || l.Annotations[heartbeatapi.AnnotationTaskStarted] != started {
-			return // gone, or on another task (or idle)
-		}
-		f := &v1alpha1.AgentFleet{}
-		if err := r.Get(ctx, client.ObjectKey{Namespace: key.Namespace, Name: l.Labels[v1alpha1.LabelFleet]}, f); err == nil {
-			r.wakeFleet(f)
+		t.mu.Unlock()
+		if ctx.Err() == nil {
+			fire(ctx, key, started)
 		}
 	})
+	t.timers[key] = timer
+}
+
+// stop stops a Lease's timer (its Lease is gone).
+func (t *taskTimers) stop(key client.ObjectKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if old := t.timers[key]; old != nil {
+		old.Stop()
+		delete(t.timers, key)
+	}
 }
 
 // wakeFleet queues a reconcile of the fleet (the wake channel, a source of the controller).

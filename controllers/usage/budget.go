@@ -31,8 +31,11 @@ type FleetVerdict struct {
 	// Exceeded: a fleet budget is exceeded now; Message says which, by how much.
 	Exceeded bool
 	// Pause: Exceeded and onExceeded is Pause.
-	Pause   bool
-	Message string
+	Pause bool
+	// Message says which budgets are exceeded and their limits: stable while the figures move, so
+	// that a condition carrying it is not rewritten at every reconcile. Evidence adds the figures
+	// (for the Event, written once per crossing).
+	Message, Evidence string
 	// Hour and Day are the use over the last hour and the last day.
 	Hour, Day Use
 	// RecheckAfter is when the verdict changes with time alone (the window rolling under the
@@ -56,9 +59,10 @@ func DecideFleet(o FleetObservation) (FleetVerdict, error) {
 		return v, nil
 	}
 	v.Budgeted = true
-	var over []string
+	var over, evidence []string
 	if limit := ptr.Deref(b.MaxTokensPerHour, 0); b.MaxTokensPerHour != nil && v.Hour.Tokens() > limit {
-		over = append(over, fmt.Sprintf("%d tokens in the last hour (maxTokensPerHour %d)", v.Hour.Tokens(), limit))
+		over = append(over, fmt.Sprintf("the last hour's tokens passed maxTokensPerHour (%d)", limit))
+		evidence = append(evidence, fmt.Sprintf("%d tokens in the last hour (maxTokensPerHour %d)", v.Hour.Tokens(), limit))
 		v.RecheckAfter = Until(o.Buckets, o.Now, Hour, float64(limit), func(u Use) float64 { return float64(u.Tokens()) })
 	}
 	if b.MaxCostPerDay != "" {
@@ -67,12 +71,13 @@ func DecideFleet(o FleetObservation) (FleetVerdict, error) {
 			return v, fmt.Errorf("spec.budgets.maxCostPerDay %q is not a non-negative decimal", b.MaxCostPerDay)
 		}
 		if c := v.Day.Cost(); c > limit {
+			over = append(over, fmt.Sprintf("the last 24 hours' cost passed maxCostPerDay (%s %s)", b.MaxCostPerDay, o.Currency))
 			msg := fmt.Sprintf("%s %s in the last 24 hours (GPUs %s, tokens %s; maxCostPerDay %s)", Money(c), o.Currency,
 				Money(v.Day.GPUCost), Money(v.Day.TokenCost), b.MaxCostPerDay)
 			if len(o.Unpriced) > 0 {
 				msg += ", not counting unpriced " + strings.Join(o.Unpriced, ", ")
 			}
-			over = append(over, msg)
+			evidence = append(evidence, msg)
 			until := Until(o.Buckets, o.Now, Day, limit, Use.Cost)
 			if v.RecheckAfter == 0 || until > v.RecheckAfter {
 				v.RecheckAfter = until // under every budget only when under both
@@ -86,8 +91,10 @@ func DecideFleet(o FleetObservation) (FleetVerdict, error) {
 	v.Exceeded = true
 	v.Pause = b.OnExceeded == v1alpha1.BudgetPause
 	v.Message = "over budget: " + strings.Join(over, "; ")
+	v.Evidence = "over budget: " + strings.Join(evidence, "; ")
 	if v.Pause {
-		v.Message += ": paused (no new task or job run) until the window rolls under the budget or the budget is raised"
+		v.Message += ": paused (no new task or job run) until the window rolls under the budget or the budget is raised; status.usage has the figures"
+		v.Evidence += ": paused"
 	}
 	return v, nil
 }

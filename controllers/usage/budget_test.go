@@ -47,6 +47,26 @@ func TestWindows(t *testing.T) {
 	if got := usage.Until(b, w0, time.Hour, 11, tokens); got != 0 {
 		t.Errorf("until under 11 tokens: got %v, want 0 (it is there)", got)
 	}
+	// An Add older than the minute its slot holds changes nothing (a late seed cannot wipe a recent
+	// minute).
+	w.Add(f, w0.Add(-usage.Day-time.Minute), usage.Use{TokensIn: 1 << 30})
+	if diff := cmp.Diff(usage.Sum(b, w0, usage.Day), w.Sum(f, w0, usage.Day)); diff != "" {
+		t.Errorf("an old Add changed the day (-before +after):\n%s", diff)
+	}
+	// The minute a whole day old still overlaps the day's window, and is kept apart from now's.
+	g := types.NamespacedName{Namespace: "ns", Name: "g"}
+	w.Add(g, w0.Add(-usage.Day), usage.Use{TokensIn: 1})
+	w.Add(g, w0, usage.Use{TokensIn: 2})
+	if got := w.Sum(g, w0, usage.Day).TokensIn; got != 3 {
+		t.Errorf("the day's tokens with its first minute: got %d, want 3", got)
+	}
+	if diff := cmp.Diff([]usage.Bucket{
+		{w0.Add(-23 * time.Hour).Truncate(time.Hour), usage.Use{TokensIn: 100, GPUCost: 2}},
+		{w0.Add(-90 * time.Minute).Truncate(time.Hour), usage.Use{TokensOut: 10, Succeeded: 1, TokensIn: 10, Failed: 1, TokenCost: 0.5}},
+		{w0.Truncate(time.Hour), usage.Use{TokensOut: 1}},
+	}, usage.Hours(b)); diff != "" {
+		t.Errorf("hours (-want +got):\n%s", diff)
+	}
 	w.Forget(f)
 	if b := w.Buckets(f, w0); b != nil {
 		t.Errorf("a forgotten fleet has buckets: %+v", b)
@@ -84,17 +104,20 @@ func TestDecideFleet(t *testing.T) {
 		// Under 1000 once the 600 of 50 minutes ago leave: 10 minutes and 40 s from now.
 		"tokens over, alert": {&v1alpha1.BudgetsSpec{MaxTokensPerHour: ptr.To[int64](1000), OnExceeded: v1alpha1.BudgetAlert},
 			usage.FleetVerdict{Budgeted: true, Exceeded: true, Hour: hour, Day: day, RecheckAfter: 10*time.Minute + 40*time.Second,
-				Message: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000)"}},
+				Message: "over budget: the last hour's tokens passed maxTokensPerHour (1000)", Evidence: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000)"}},
 		"tokens over, pause": {&v1alpha1.BudgetsSpec{MaxTokensPerHour: ptr.To[int64](1000), OnExceeded: v1alpha1.BudgetPause},
 			usage.FleetVerdict{Budgeted: true, Exceeded: true, Pause: true, Hour: hour, Day: day, RecheckAfter: 10*time.Minute + 40*time.Second,
-				Message: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000): paused (no new task or job run) until the window rolls under the budget or the budget is raised"}},
+				Message:  "over budget: the last hour's tokens passed maxTokensPerHour (1000): paused (no new task or job run) until the window rolls under the budget or the budget is raised; status.usage has the figures",
+				Evidence: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000): paused"}},
 		// 35 a day; under 32 once the GPUs' 30 leave, in 4 hours (and 40 s).
 		"cost over": {&v1alpha1.BudgetsSpec{MaxCostPerDay: "32.00"},
 			usage.FleetVerdict{Budgeted: true, Exceeded: true, Hour: hour, Day: day, RecheckAfter: 4*time.Hour + 40*time.Second,
-				Message: "over budget: 35.00 USD in the last 24 hours (GPUs 30.00, tokens 5.00; maxCostPerDay 32.00), not counting unpriced model llama"}},
+				Message:  "over budget: the last 24 hours' cost passed maxCostPerDay (32.00 USD)",
+				Evidence: "over budget: 35.00 USD in the last 24 hours (GPUs 30.00, tokens 5.00; maxCostPerDay 32.00), not counting unpriced model llama"}},
 		"both over: under both at the later": {&v1alpha1.BudgetsSpec{MaxTokensPerHour: ptr.To[int64](1000), MaxCostPerDay: "32"},
 			usage.FleetVerdict{Budgeted: true, Exceeded: true, Hour: hour, Day: day, RecheckAfter: 4*time.Hour + 40*time.Second,
-				Message: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000); 35.00 USD in the last 24 hours (GPUs 30.00, tokens 5.00; maxCostPerDay 32), not counting unpriced model llama"}},
+				Message:  "over budget: the last hour's tokens passed maxTokensPerHour (1000); the last 24 hours' cost passed maxCostPerDay (32 USD)",
+				Evidence: "over budget: 1100 tokens in the last hour (maxTokensPerHour 1000); 35.00 USD in the last 24 hours (GPUs 30.00, tokens 5.00; maxCostPerDay 32), not counting unpriced model llama"}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -41,7 +41,8 @@ type Windows struct {
 // Span is the longest window kept: a day.
 const Span = 24 * time.Hour
 
-const slots = int(Span / time.Minute)
+// slots: a day's minutes, and one more: the minute a whole day old still overlaps the window.
+const slots = int(Span/time.Minute) + 1
 
 // minutes is a ring of one-minute buckets: slot i holds the minute at[i] (a Unix minute).
 type minutes struct {
@@ -74,7 +75,10 @@ func (w *Windows) Add(fleet types.NamespacedName, t time.Time, u Use) {
 		w.fleets[fleet] = r
 	}
 	i := int(m % int64(slots))
-	if r.at[i] != m {
+	switch {
+	case r.at[i] > m:
+		return // older than the ring holds: out of every window already
+	case r.at[i] < m:
 		r.at[i], r.use[i] = m, Use{}
 	}
 	r.use[i] = r.use[i].Plus(u)
@@ -115,6 +119,20 @@ func (w *Windows) Sum(fleet types.NamespacedName, now time.Time, d time.Duration
 		}
 	}
 	return u
+}
+
+// Hours are a fleet's Buckets summed by hour (Minute is the hour's start), oldest first.
+func Hours(b []Bucket) []Bucket {
+	var h []Bucket
+	for _, x := range b {
+		start := x.Minute.Truncate(time.Hour)
+		if n := len(h); n > 0 && h[n-1].Minute.Equal(start) {
+			h[n-1].Use = h[n-1].Use.Plus(x.Use)
+			continue
+		}
+		h = append(h, Bucket{start, x.Use})
+	}
+	return h
 }
 
 // Seed records, once per fleet and process, use the fleet had before this process kept its

@@ -554,7 +554,7 @@ func assemble(o Options, in results) (Report, error) {
 			r.Total.IdleCost = ptr.To(ptr.Deref(r.Total.IdleCost, 0) + *rw.IdleCost)
 		}
 		rw.TotalCost = rw.Cost + rw.TokenCost
-		rw.CostPerSucceededTask = perTask(rw.TotalCost, rw.TasksSucceeded)
+		rw.CostPerSucceededTask = perTaskPriced(rw)
 		t := &r.Total
 		t.GPUHours += rw.GPUHours
 		t.Cost += rw.Cost
@@ -568,7 +568,7 @@ func assemble(o Options, in results) (Report, error) {
 		r.Rows = append(r.Rows, *rw)
 	}
 	r.Total.TotalCost = r.Total.Cost + r.Total.TokenCost
-	r.Total.CostPerSucceededTask = perTask(r.Total.TotalCost, r.Total.TasksSucceeded)
+	r.Total.CostPerSucceededTask = perTaskPriced(&r.Total)
 	// The total's utilization and idle cost are known only when every group's are: a total of the
 	// known groups alone would pass for the whole.
 	allKnown := total.count > 0
@@ -663,6 +663,15 @@ func ledgerGrouping(by string, fleetInfo model.Vector, gpuGroup map[fleetKey]str
 }
 
 // perTask is cost divided by succeeded tasks; nil without any.
+// perTaskPriced is a row's cost per succeeded task, none while the row used something unpriced (GPU
+// hours or tokens): its cost, and so the figure, would be understated.
+func perTaskPriced(rw *Row) *float64 {
+	if rw.UnpricedGPUHours > 0 || rw.UnpricedTokens > 0 {
+		return nil
+	}
+	return perTask(rw.TotalCost, rw.TasksSucceeded)
+}
+
 func perTask(cost float64, succeeded int64) *float64 {
 	if succeeded <= 0 {
 		return nil
