@@ -61,7 +61,7 @@ func TestBudgets(t *testing.T) {
 	setFleet(t, key, func(f *v1alpha1.AgentFleet) { f.Spec.Budgets.MaxTokensPerHour = ptr.To(spent + 3000) })
 	paused := waitCondition(t, key, v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, 60*time.Second)
 	liveFixture(t, "budget-paused", "Degraded", paused)
-	if c := meta.FindStatusCondition(paused.Status.Conditions, v1alpha1.ConditionBudgetExceeded); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "tokens in the last hour") {
+	if c := meta.FindStatusCondition(paused.Status.Conditions, v1alpha1.ConditionBudgetExceeded); c == nil || c.Status != metav1.ConditionTrue || !strings.Contains(c.Message, "passed maxTokensPerHour") {
 		t.Errorf("BudgetExceeded condition %+v", c)
 	}
 	eventually(t, 30*time.Second, "every agent seeing its fleet paused", func(context.Context) (bool, string) {
