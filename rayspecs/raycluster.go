@@ -469,3 +469,52 @@ func copyMap(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+// CanaryLayout lays a built RayCluster's agent workers out for a canary rollout (the controller's
+// plan): the stable group ("agents") keeps stable (the template it runs, from the RayCluster as it
+// is; nil: the one built) at stableReplicas, and, with canary, the group "agents-canary" runs the
+// template built at canaryReplicas. The template hash annotation is computed again.
+func CanaryLayout(rc *rayv1.RayCluster, stable *corev1.PodTemplateSpec, stableReplicas int32, canary bool, canaryReplicas int32) error {
+	if len(rc.Spec.WorkerGroupSpecs) != 1 || rc.Spec.WorkerGroupSpecs[0].GroupName != v1alpha1.WorkerGroup {
+		return fmt.Errorf("laying out the canary of RayCluster %s: want the one worker group %s built", rc.Name, v1alpha1.WorkerGroup)
+	}
+	built := rc.Spec.WorkerGroupSpecs[0]
+	g := &rc.Spec.WorkerGroupSpecs[0]
+	if stable != nil {
+		g.Template = *stable.DeepCopy()
+	}
+	g.Replicas, g.MinReplicas, g.MaxReplicas = ptr.To(stableReplicas), ptr.To(stableReplicas), ptr.To(stableReplicas)
+	if canary {
+		c := *built.DeepCopy()
+		c.GroupName = CanaryGroupName
+		c.Replicas, c.MinReplicas, c.MaxReplicas = ptr.To(canaryReplicas), ptr.To(canaryReplicas), ptr.To(canaryReplicas)
+		rc.Spec.WorkerGroupSpecs = append(rc.Spec.WorkerGroupSpecs, c)
+	}
+	hash, err := TemplateHash(&rc.Spec)
+	if err != nil {
+		return fmt.Errorf("laying out the canary of RayCluster %s: %w", rc.Name, err)
+	}
+	rc.Annotations[v1alpha1.AnnotationTemplateHash] = hash
+	return nil
+}
+
+// CanaryGroupName is the worker group of a canary's workers.
+const CanaryGroupName = v1alpha1.CanaryGroup
+
+// GroupTemplate is the template of a RayCluster's worker group, nil without the group.
+func GroupTemplate(rc *rayv1.RayCluster, group string) *corev1.PodTemplateSpec {
+	for i := range rc.Spec.WorkerGroupSpecs {
+		if rc.Spec.WorkerGroupSpecs[i].GroupName == group {
+			return &rc.Spec.WorkerGroupSpecs[i].Template
+		}
+	}
+	return nil
+}
+
+// GroupHash is the worker hash of a RayCluster's worker group's template ("" without the group).
+func GroupHash(rc *rayv1.RayCluster, group string) string {
+	if t := GroupTemplate(rc, group); t != nil {
+		return t.Labels[v1alpha1.LabelWorkerHash]
+	}
+	return ""
+}

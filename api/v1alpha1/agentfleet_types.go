@@ -20,6 +20,7 @@ import (
 // +kubebuilder:printcolumn:name="Model",type=string,JSONPath=`.spec.model.name`
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.modelVersion`,priority=1
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,priority=1
+// +kubebuilder:printcolumn:name="Rollout",type=string,JSONPath=`.status.rollout.phase`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self.metadata.name.size() <= 53",message="metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter) of at most 53 characters: it names the fleet's RayCluster"
 type AgentFleet struct {
@@ -410,7 +411,9 @@ type DependencyRef struct {
 	Name string `json:"name"`
 }
 
-// RolloutSpec configures rolling replacement of workers.
+// RolloutSpec configures how workers are replaced when what they run changes.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || !has(self.strategy) || self.strategy == 'Canary'",message="rollout.canary is set but rollout.strategy is not Canary"
 type RolloutSpec struct {
 	// MaxUnavailable is how many workers may be down for replacement at once, as a count or a
 	// percentage of replicas (rounded down, at least 1).
@@ -419,7 +422,98 @@ type RolloutSpec struct {
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')",message="maxUnavailable must be a count of at least 1 or a percentage from 1% to 100%: with 0 no worker could ever be replaced"
 	// +optional
 	MaxUnavailable *intstr.IntOrString `json:"maxUnavailable,omitempty"`
+
+	// Strategy is how workers move to a new revision (a prompt, model version, image or other
+	// template change): Rolling replaces them maxUnavailable at a time; Canary runs the new revision
+	// on a few workers first, judges them against the stable ones by the agents' own task outcomes,
+	// and promotes it or rolls it back on its own. A change of the head (rayVersion, the head's
+	// template) is applied to the head's template under either; KubeRay does not restart a running
+	// head for it.
+	// +kubebuilder:validation:Enum=Rolling;Canary
+	// +kubebuilder:default=Rolling
+	// +optional
+	Strategy RolloutStrategy `json:"strategy,omitempty"`
+
+	// Canary configures the Canary strategy (its defaults when absent).
+	// +optional
+	Canary *CanarySpec `json:"canary,omitempty"`
 }
+
+// RolloutStrategy is how workers move to a new revision.
+type RolloutStrategy string
+
+// Rollout strategies.
+const (
+	RolloutRolling RolloutStrategy = "Rolling"
+	RolloutCanary  RolloutStrategy = "Canary"
+)
+
+// CanarySpec configures a canary rollout: a second worker group runs the new revision on Workers
+// workers while the rest stay on the stable one (the fleet's total stays at replicas); the verdict
+// comes from the agents' task outcomes as their heartbeat Leases report them (a canary needs
+// spec.health.heartbeat and agents that report outcomes).
+type CanarySpec struct {
+	// Workers on the new revision during the analysis, a count or a percentage of replicas (rounded
+	// up), at least 1 and fewer than replicas.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:XIntOrString
+	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9]|[1-9][0-9])%$')",message="canary.workers must be a count of at least 1 or a percentage from 1% to 99%"
+	// +optional
+	Workers *intstr.IntOrString `json:"workers,omitempty"`
+	// Analysis is how the canary is judged.
+	// +kubebuilder:default={}
+	// +optional
+	Analysis CanaryAnalysis `json:"analysis,omitempty"`
+	// AutoPromote: a canary that passes is promoted at once (true, the default), or waits for a
+	// person: `agentfleet promote FLEET`, or the annotation agentfleet.dev/promote set to the canary's
+	// revision.
+	// +kubebuilder:default=true
+	// +optional
+	AutoPromote *bool `json:"autoPromote,omitempty"`
+}
+
+// CanaryAnalysis is how a canary is judged.
+type CanaryAnalysis struct {
+	// MinTasks is the tasks the canary workers must finish before a verdict on their outcomes.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +kubebuilder:default=20
+	// +optional
+	MinTasks int32 `json:"minTasks,omitempty"`
+	// MaxDurationSeconds: a canary without a verdict by then is decided by OnTimeout.
+	// +kubebuilder:validation:Minimum=10
+	// +kubebuilder:validation:Maximum=604800
+	// +kubebuilder:default=3600
+	// +optional
+	MaxDurationSeconds int32 `json:"maxDurationSeconds,omitempty"`
+	// OnTimeout is Abort (the default) or Promote.
+	// +kubebuilder:validation:Enum=Abort;Promote
+	// +kubebuilder:default=Abort
+	// +optional
+	OnTimeout CanaryTimeoutAction `json:"onTimeout,omitempty"`
+	// MaxFailureRateIncrease is how much the canary's task failure rate may exceed the stable
+	// workers' (over the same time), e.g. "0.05" for five points.
+	// +kubebuilder:validation:Pattern=`^(0(\.[0-9]+)?|1(\.0+)?)$`
+	// +kubebuilder:default="0.05"
+	// +optional
+	MaxFailureRateIncrease string `json:"maxFailureRateIncrease,omitempty"`
+	// MaxRestarts is how many canary workers the supervisor may replace (crashed, stalled, looping,
+	// over budget) before the canary is aborted.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=50
+	// +kubebuilder:default=0
+	// +optional
+	MaxRestarts *int32 `json:"maxRestarts,omitempty"`
+}
+
+// CanaryTimeoutAction is what a canary without a verdict at its deadline gets.
+type CanaryTimeoutAction string
+
+// Canary timeout actions.
+const (
+	CanaryAbort   CanaryTimeoutAction = "Abort"
+	CanaryPromote CanaryTimeoutAction = "Promote"
+)
 
 // JobSpec is a Ray job run against the fleet's RayCluster.
 type JobSpec struct {
@@ -523,10 +617,70 @@ type AgentFleetStatus struct {
 	// +optional
 	GPUFaults []GPUFault `json:"gpuFaults,omitempty"`
 
+	// Rollout is the state of the latest change of the workers' revision under the Canary strategy
+	// (absent under Rolling).
+	// +optional
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+
 	// Usage is what the fleet's agents reported and what the fleet cost, over the last hour and
 	// the last 24 hours, refreshed at most once a minute; absent while nothing was reported.
 	// +optional
 	Usage *UsageStatus `json:"usage,omitempty"`
+}
+
+// RolloutStatus is a canary rollout as observed and decided.
+type RolloutStatus struct {
+	// Phase: Canary (the new revision runs on the canary workers, being judged), WaitingForPromotion
+	// (it passed; autoPromote is false), Promoting (the other workers roll to it), Promoted, Aborted
+	// (the canary failed: every worker runs the stable revision until the spec changes), Stable (no
+	// change in progress: the workers run the stable revision).
+	Phase RolloutPhase `json:"phase"`
+	// Stable is the revision the stable workers run; Canary the new one (absent in Stable).
+	Stable RevisionStatus `json:"stable"`
+	// +optional
+	Canary *RevisionStatus `json:"canary,omitempty"`
+	// StartedAt is when the canary began; FinishedAt when it was promoted or aborted.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// +optional
+	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	// Message is the verdict's evidence: the failure rates, the restarts, the deadline.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// RolloutPhase is the phase of a canary rollout.
+// +kubebuilder:validation:Enum=Canary;WaitingForPromotion;Promoting;Promoted;Aborted;Stable
+type RolloutPhase string
+
+// Rollout phases.
+const (
+	RolloutPhaseCanary              RolloutPhase = "Canary"
+	RolloutPhaseWaitingForPromotion RolloutPhase = "WaitingForPromotion"
+	RolloutPhasePromoting           RolloutPhase = "Promoting"
+	RolloutPhasePromoted            RolloutPhase = "Promoted"
+	RolloutPhaseAborted             RolloutPhase = "Aborted"
+	RolloutPhaseStable              RolloutPhase = "Stable"
+)
+
+// RevisionStatus is one revision of the workers and how its workers did since the canary began.
+type RevisionStatus struct {
+	// Revision is the worker template's hash (the pods' agentfleet.dev/worker-hash).
+	// +optional
+	Revision string `json:"revision,omitempty"`
+	// +optional
+	PromptHash string `json:"promptHash,omitempty"`
+	// +optional
+	ModelVersion string `json:"modelVersion,omitempty"`
+	// +optional
+	Image string `json:"image,omitempty"`
+	// +optional
+	TasksSucceeded int64 `json:"tasksSucceeded,omitempty"`
+	// +optional
+	TasksFailed int64 `json:"tasksFailed,omitempty"`
+	// Restarts are the supervisor's replacements of this revision's workers since the canary began.
+	// +optional
+	Restarts int32 `json:"restarts,omitempty"`
 }
 
 // UsageStatus is the fleet's ledger over two sliding windows.
@@ -616,6 +770,10 @@ type RestartRecord struct {
 	// Evidence is what was seen: an exit code, seconds since the last step, repeats.
 	// +optional
 	Evidence string `json:"evidence,omitempty"`
+	// Revision is the replaced worker's revision (its agentfleet.dev/worker-hash): a canary's
+	// restarts are counted from it.
+	// +optional
+	Revision string `json:"revision,omitempty"`
 }
 
 // JobStatus is the state of a job's latest RayJob.

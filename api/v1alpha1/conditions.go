@@ -44,6 +44,14 @@ const (
 	// ReasonBudgetExceeded: a fleet budget with onExceeded: Pause is exceeded (Degraded), or any is
 	// (BudgetExceeded=True).
 	ReasonBudgetExceeded = "BudgetExceeded"
+	// ReasonCanary: a canary of a new revision is being judged (Progressing); ReasonWaitingForPromotion:
+	// it passed and waits for a person (autoPromote: false); ReasonPromoting: the other workers roll
+	// to it; ReasonCanaryAborted: it failed and every worker returns to the stable revision (Degraded
+	// until the spec changes).
+	ReasonCanary              = "Canary"
+	ReasonWaitingForPromotion = "WaitingForPromotion"
+	ReasonPromoting           = "Promoting"
+	ReasonCanaryAborted       = "CanaryAborted"
 	// ReasonWithinBudget: BudgetExceeded=False.
 	ReasonWithinBudget = "WithinBudget"
 )

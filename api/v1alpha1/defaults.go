@@ -1,6 +1,9 @@
 package v1alpha1
 
-import "k8s.io/utils/ptr"
+import (
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
 
 // DefaultReplicas is spec.replicas when it is not set (the CRD defaults it too).
 const DefaultReplicas int32 = 1
@@ -23,4 +26,43 @@ func (f *AgentFleet) MaxStepsPerTask() int32 {
 		return *b.MaxSteps
 	}
 	return f.Spec.Health.Heartbeat.MaxStepsPerTask
+}
+
+// Canary defaults (the CRD defaults them too).
+const (
+	DefaultCanaryMinTasks               = 20
+	DefaultCanaryMaxDurationSeconds     = 3600
+	DefaultCanaryMaxFailureRateIncrease = "0.05"
+)
+
+// CanarySettings is spec.rollout.canary with the defaults of what is not set.
+func (f *AgentFleet) CanarySettings() CanarySpec {
+	var c CanarySpec
+	if f.Spec.Rollout.Canary != nil {
+		c = *f.Spec.Rollout.Canary.DeepCopy()
+	}
+	if c.Workers == nil {
+		one := intstr.FromInt32(1)
+		c.Workers = &one
+	}
+	if c.AutoPromote == nil {
+		c.AutoPromote = ptr.To(true)
+	}
+	a := &c.Analysis
+	if a.MinTasks == 0 {
+		a.MinTasks = DefaultCanaryMinTasks
+	}
+	if a.MaxDurationSeconds == 0 {
+		a.MaxDurationSeconds = DefaultCanaryMaxDurationSeconds
+	}
+	if a.OnTimeout == "" {
+		a.OnTimeout = CanaryAbort
+	}
+	if a.MaxFailureRateIncrease == "" {
+		a.MaxFailureRateIncrease = DefaultCanaryMaxFailureRateIncrease
+	}
+	if a.MaxRestarts == nil {
+		a.MaxRestarts = ptr.To[int32](0)
+	}
+	return c
 }

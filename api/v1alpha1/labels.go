@@ -40,8 +40,15 @@ const (
 	RoleHead  = "head"
 	RoleAgent = "agent"
 
-	// WorkerGroup is the name of the Ray worker group that runs the agents.
+	// WorkerGroup is the name of the Ray worker group that runs the agents; CanaryGroup the one that
+	// runs a canary's workers on the new revision (rollout.strategy: Canary).
 	WorkerGroup = "agents"
+	CanaryGroup = "agents-canary"
+
+	// AnnotationPromote on a fleet, set to the revision of its canary (status.rollout.canary.revision),
+	// promotes a canary that passed and waits for a person (autoPromote: false); `agentfleet promote`
+	// sets it.
+	AnnotationPromote = "agentfleet.dev/promote"
 
 	// LabelGPUAllowed on a Namespace: "false" forbids fleets there to ask for GPUs (enforced at
 	// admission by config/policy and by the operator, reason GPUNotAllowed).

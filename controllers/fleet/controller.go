@@ -59,6 +59,8 @@ type Reconciler struct {
 	// them when a task would pass its duration budget.
 	wake       chan event.TypedGenericEvent[*v1alpha1.AgentFleet]
 	taskTimers taskTimers
+	// outcomes are the task outcomes by revision of the fleets with a canary (canaryrollout.go).
+	outcomes revisionOutcomes
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -70,7 +72,8 @@ type scope struct {
 	blocked *blocker
 	prompt  *string
 
-	desired *rayv1.RayCluster                // what rayspecs built
+	desired *rayv1.RayCluster                // what rayspecs built, laid out for a canary (reconcileCanary)
+	built   v1alpha1.RevisionStatus          // the worker revision rayspecs built, before any layout
 	cluster *rayv1.RayCluster                // as observed, after this reconcile's writes
 	pods    []corev1.Pod                     // the agent worker pods
 	pending sets.Set[string]                 // workers handed to KubeRay for deletion that still exist
@@ -90,6 +93,9 @@ type scope struct {
 	// budget is the fleet budget's verdict (nil until decided); usage is status.usage to write.
 	budget *usage.FleetVerdict
 	usage  *v1alpha1.UsageStatus
+	// rolloutStatus is status.rollout as decided (rolloutDecided: the canary phase ran).
+	rolloutStatus  *v1alpha1.RolloutStatus
+	rolloutDecided bool
 
 	requeueAfter time.Duration
 }
@@ -140,7 +146,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	s := &scope{fleet: fleet, now: r.Clock.Now(), pending: sets.New[string]()}
 	var err error
 	for _, p := range []phase{
-		r.decideBudget, r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy, r.reconcileRayCluster,
+		r.decideBudget, r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy,
+		r.reconcileCanary, r.reconcileRayCluster,
 		// The supervisor decides before the rollout, so that the rollout's budget counts this pass's
 		// replacements as unavailable.
 		r.observeWorkers, r.reconcileHealth, r.reconcileRollout, r.reconcileHandover,
@@ -186,11 +193,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	o := statusObservation{
 		Now: s.now, Fleet: s.fleet, Cluster: s.cluster, Pods: s.pods, Jobs: s.jobs,
 		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr, GPUNodes: s.gpuNodes,
-		Budget: s.budget, Usage: s.usage,
+		Budget: s.budget, Usage: s.usage, Rollout: s.rolloutStatus, RolloutDecided: s.rolloutDecided,
 	}
-	if s.desired != nil {
-		o.PromptHash = s.desired.Spec.WorkerGroupSpecs[0].Template.Annotations[v1alpha1.AnnotationPromptHash]
-	}
+	o.PromptHash, o.DesiredRevision = s.built.PromptHash, s.built.Revision
 	status := computeStatus(o)
 	if equality.Semantic.DeepEqual(s.fleet.Status, status) {
 		return nil

@@ -25,4 +25,13 @@ const (
 	// (Normal) when the fleet is back under its budgets.
 	EventBudgetExceeded = "BudgetExceeded"
 	EventWithinBudget   = "WithinBudget"
+
+	// A canary's course: started, passed (waiting for a person), promoting, promoted, aborted
+	// (Warning), abandoned (its change reverted before a verdict).
+	EventCanaryStarted   = "CanaryStarted"
+	EventCanaryPassed    = "CanaryPassed"
+	EventCanaryPromoting = "CanaryPromoting"
+	EventCanaryPromoted  = "CanaryPromoted"
+	EventCanaryAborted   = "CanaryAborted"
+	EventCanaryAbandoned = "CanaryAbandoned"
 )

@@ -375,7 +375,11 @@ func (r *Reconciler) logPriceTable(ctx context.Context, err error) {
 
 func (r *Reconciler) priceSource() PriceSource {
 	if r.Prices == nil {
-		return StaticPrices(cost.DefaultPrices())
+		return defaultPrices()
 	}
 	return r.Prices
 }
+
+// defaultPrices is the default table, parsed once: the ledger asks for prices at every Lease event
+// that reports tokens (parsing the YAML each time was most of the ledger's CPU in make bench).
+var defaultPrices = sync.OnceValue(func() StaticPrices { return StaticPrices(cost.DefaultPrices()) })

@@ -35,11 +35,11 @@ func (r *Reconciler) reconcileHandover(ctx context.Context, s *scope) error {
 	}
 	if handover.Len() == 0 {
 		if s.pending.Len() == 0 && hasWorkersToDelete(rc) && s.rollout.Outdated == 0 {
-			return r.setWorkersToDelete(ctx, rc, nil)
+			return r.setWorkersToDelete(ctx, rc, s.pods, nil)
 		}
 		return nil
 	}
-	if err := r.setWorkersToDelete(ctx, rc, sets.List(s.pending.Clone().Union(handover))); err != nil {
+	if err := r.setWorkersToDelete(ctx, rc, s.pods, sets.List(s.pending.Clone().Union(handover))); err != nil {
 		return err
 	}
 	r.deletions.expect(client.ObjectKeyFromObject(s.fleet), rc.UID, sets.List(handover))
@@ -62,28 +62,35 @@ func (r *Reconciler) pendingDeletes(f *v1alpha1.AgentFleet, rc *rayv1.RayCluster
 	}
 	pending := r.deletions.pending(client.ObjectKeyFromObject(f), rc.UID, existing)
 	for _, g := range rc.Spec.WorkerGroupSpecs {
-		if g.GroupName == v1alpha1.WorkerGroup {
-			for _, name := range g.ScaleStrategy.WorkersToDelete {
-				if existing.Has(name) {
-					pending.Insert(name)
-				}
+		for _, name := range g.ScaleStrategy.WorkersToDelete {
+			if existing.Has(name) {
+				pending.Insert(name)
 			}
 		}
 	}
 	return pending
 }
 
-// setWorkersToDelete writes the agent group's workersToDelete. The patch carries no optimistic lock:
-// KubeRay writes the RayCluster's status on every pod change, which would make a locked patch of
-// the spec conflict again and again just when workers are being replaced (measured: seconds of
-// delay at the 99th percentile). The spec is ours alone: what the patch replaces (the worker group
-// list, which has no merge key) is what this operator wrote.
-func (r *Reconciler) setWorkersToDelete(ctx context.Context, rc *rayv1.RayCluster, names []string) error {
+// setWorkersToDelete hands workers to KubeRay: each worker group's workersToDelete lists the names of
+// its own pods (a canary's workers are the canary group's), and a group none of whose pods are
+// named gets none.
+func (r *Reconciler) setWorkersToDelete(ctx context.Context, rc *rayv1.RayCluster, pods []corev1.Pod, names []string) error {
+	groups := map[string]string{}
+	for i := range pods {
+		groups[pods[i].Name] = groupOf(&pods[i])
+	}
+	byGroup := map[string][]string{}
+	for _, name := range names {
+		g, ok := groups[name]
+		if !ok {
+			g = v1alpha1.WorkerGroup // a name whose pod is not observed: the stable group's, as before
+		}
+		byGroup[g] = append(byGroup[g], name)
+	}
 	patch := client.MergeFrom(rc.DeepCopy())
 	for i := range rc.Spec.WorkerGroupSpecs {
-		if rc.Spec.WorkerGroupSpecs[i].GroupName == v1alpha1.WorkerGroup {
-			rc.Spec.WorkerGroupSpecs[i].ScaleStrategy.WorkersToDelete = names
-		}
+		g := &rc.Spec.WorkerGroupSpecs[i]
+		g.ScaleStrategy.WorkersToDelete = byGroup[g.GroupName]
 	}
 	if err := r.Patch(ctx, rc, patch); err != nil {
 		return fmt.Errorf("setting workersToDelete of RayCluster %s: %w", klog.KObj(rc), err)
@@ -93,7 +100,7 @@ func (r *Reconciler) setWorkersToDelete(ctx context.Context, rc *rayv1.RayCluste
 
 func hasWorkersToDelete(rc *rayv1.RayCluster) bool {
 	for _, g := range rc.Spec.WorkerGroupSpecs {
-		if g.GroupName == v1alpha1.WorkerGroup && len(g.ScaleStrategy.WorkersToDelete) > 0 {
+		if len(g.ScaleStrategy.WorkersToDelete) > 0 {
 			return true
 		}
 	}

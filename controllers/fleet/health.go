@@ -202,9 +202,14 @@ func (r *Reconciler) observeGPUNodes(ctx context.Context, pods []corev1.Pod) (no
 // optimistic lock: a conflict means another writer (an older process, a second replica) may have
 // decided too, so this pass stops and the next one decides on the newer status.
 func (r *Reconciler) recordRestarts(ctx context.Context, s *scope, reps []supervisor.Replacement) error {
+	revisions := map[string]string{}
+	for i := range s.pods {
+		revisions[s.pods[i].Name] = s.pods[i].Labels[v1alpha1.LabelWorkerHash]
+	}
 	records := make([]v1alpha1.RestartRecord, 0, len(reps))
 	for _, rep := range reps {
-		records = append(records, v1alpha1.RestartRecord{Time: metav1.NewTime(s.now), Worker: rep.Worker, Reason: rep.Reason, Evidence: rep.Evidence})
+		records = append(records, v1alpha1.RestartRecord{Time: metav1.NewTime(s.now), Worker: rep.Worker, Reason: rep.Reason, Evidence: rep.Evidence,
+			Revision: revisions[rep.Worker]})
 	}
 	// The records go into a copy: if the write fails, the status this reconcile writes last must
 	// not carry them.

@@ -28,6 +28,7 @@ func (r *Reconciler) buildRayCluster(_ context.Context, s *scope) error {
 		return nil
 	}
 	s.desired = desired
+	s.built = revisionStatus(desired, v1alpha1.WorkerGroup)
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -32,11 +34,28 @@ func (r *Reconciler) observeWorkers(ctx context.Context, s *scope) error {
 	return nil
 }
 
-// workerPods lists the agent worker pods of a RayCluster, sorted by name.
+// rayGroupLabel is KubeRay's label of a pod's worker group.
+const rayGroupLabel = rayutils.RayNodeGroupLabelKey
+
+// agentGroups selects the pods of the agent worker groups: the stable one and a canary's.
+var agentGroups = func() labels.Requirement {
+	req, err := labels.NewRequirement(rayGroupLabel, selection.In, []string{v1alpha1.WorkerGroup, v1alpha1.CanaryGroup})
+	if err != nil {
+		panic(err)
+	}
+	return *req
+}()
+
+// workerPods lists the agent worker pods of a RayCluster (both groups during a canary), sorted by
+// name.
 func (r *Reconciler) workerPods(ctx context.Context, rc *rayv1.RayCluster) ([]corev1.Pod, error) {
 	var pods corev1.PodList
+	cluster, err := labels.NewRequirement(rayutils.RayClusterLabelKey, selection.Equals, []string{rc.Name})
+	if err != nil {
+		return nil, fmt.Errorf("selecting the workers of RayCluster %s: %w", klog.KObj(rc), err)
+	}
 	if err := r.List(ctx, &pods, client.InNamespace(rc.Namespace),
-		client.MatchingLabels{rayutils.RayClusterLabelKey: rc.Name, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
+		client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*cluster, agentGroups)}); err != nil {
 		return nil, fmt.Errorf("listing the workers of RayCluster %s: %w", klog.KObj(rc), err)
 	}
 	items := pods.Items
@@ -59,7 +78,8 @@ func (r *Reconciler) reconcileRollout(_ context.Context, s *scope) error {
 		pending.Insert(rep.Worker)
 	}
 	plan, err := planRollout(rolloutObservation{
-		Pods: s.pods, Revision: rayspecs.WorkerHash(s.cluster), Replicas: s.fleet.WorkerReplicas(),
+		Pods: s.pods, Revision: rayspecs.WorkerHash(s.cluster), CanaryRevision: rayspecs.GroupHash(s.cluster, v1alpha1.CanaryGroup),
+		Replicas:       s.fleet.WorkerReplicas(),
 		MaxUnavailable: s.fleet.Spec.Rollout.MaxUnavailable, Pending: pending,
 	})
 	if err != nil {

@@ -15,8 +15,9 @@ import (
 type rolloutObservation struct {
 	// Pods are the agent worker pods observed, sorted by name.
 	Pods []corev1.Pod
-	// Revision is the worker hash of the RayCluster's current template.
-	Revision string
+	// Revision is the worker hash of the RayCluster's current template (of its stable group);
+	// CanaryRevision the canary group's ("" without one): each pod is current on its group's.
+	Revision, CanaryRevision string
 	// Replicas is the declared number of workers.
 	Replicas int32
 	// MaxUnavailable is spec.rollout.maxUnavailable (nil: 25%).
@@ -67,7 +68,11 @@ func planRollout(o rolloutObservation) (rolloutPlan, error) {
 		if ready {
 			available++
 		}
-		if p.Labels[v1alpha1.LabelWorkerHash] == o.Revision {
+		revision := o.Revision
+		if p.Labels[rayGroupLabel] == v1alpha1.CanaryGroup {
+			revision = o.CanaryRevision
+		}
+		if p.Labels[v1alpha1.LabelWorkerHash] == revision {
 			continue
 		}
 		if ready {

@@ -173,3 +173,22 @@ func TestPlanRolloutConvergesWithinBudget(t *testing.T) {
 	}
 	t.Fatal("the roll did not finish in 20 steps")
 }
+
+// During a canary each worker is current on its own group's template: neither the canary's workers
+// nor the stable ones are rolled; a canary worker on an older canary revision (a change during the
+// canary) is.
+func TestPlanRolloutByGroup(t *testing.T) {
+	canary := func(name, revision string) corev1.Pod {
+		p := worker(name, revision, true)
+		p.Labels[rayGroupLabel] = v1alpha1.CanaryGroup
+		return p
+	}
+	pods := append(workers(0, 3, "stable", true), canary("c-0", "new"), canary("c-1", "older"))
+	plan, err := planRollout(rolloutObservation{Pods: pods, Revision: "stable", CanaryRevision: "new", Replicas: 5, Pending: sets.New[string]()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"c-1"}, plan.Delete); diff != "" {
+		t.Errorf("delete (-want +got):\n%s", diff)
+	}
+}

@@ -28,8 +28,9 @@ type statusObservation struct {
 	Fleet *v1alpha1.AgentFleet
 	// Cluster is the RayCluster as observed (after this reconcile's writes); nil if there is none.
 	Cluster *rayv1.RayCluster
-	// PromptHash is the prompt hash of the template rayspecs built ("" without a prompt).
-	PromptHash string
+	// PromptHash is the prompt hash of the template rayspecs built ("" without a prompt), and
+	// DesiredRevision its worker revision.
+	PromptHash, DesiredRevision string
 	// Pods are the agent worker pods.
 	Pods []corev1.Pod
 	// Jobs are the jobs' states; nil when the jobs phase did not run.
@@ -45,6 +46,10 @@ type statusObservation struct {
 	Budget *usage.FleetVerdict
 	// Usage is status.usage (nil: none, or not computed when Budget is nil).
 	Usage *v1alpha1.UsageStatus
+	// Rollout is status.rollout as the canary phase decided it (RolloutDecided: it ran; otherwise
+	// the status keeps what it said).
+	Rollout        *v1alpha1.RolloutStatus
+	RolloutDecided bool
 	// Err is a transient error of this reconcile.
 	Err error
 }
@@ -57,8 +62,10 @@ type workerCounts struct {
 
 func countWorkers(o *statusObservation) workerCounts {
 	c := workerCounts{replicas: o.Fleet.WorkerReplicas()}
+	canary := ""
 	if o.Cluster != nil {
 		c.revision = rayspecs.WorkerHash(o.Cluster)
+		canary = rayspecs.GroupHash(o.Cluster, v1alpha1.CanaryGroup)
 	}
 	for i := range o.Pods {
 		p := &o.Pods[i]
@@ -69,7 +76,12 @@ func countWorkers(o *statusObservation) workerCounts {
 		if podReady(p) {
 			c.ready++
 		}
-		if c.revision != "" && p.Labels[v1alpha1.LabelWorkerHash] == c.revision {
+		// A pod is updated when it runs its own group's template: a canary's workers theirs.
+		revision := c.revision
+		if groupOf(p) == v1alpha1.CanaryGroup {
+			revision = canary
+		}
+		if revision != "" && p.Labels[v1alpha1.LabelWorkerHash] == revision {
 			c.updated++
 		}
 	}
@@ -89,6 +101,9 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	if o.Budget != nil {
 		st.Usage = o.Usage
 	}
+	if o.RolloutDecided {
+		st.Rollout = o.Rollout
+	}
 	st.GPUFaults = gpuFaults(o.Pods, o.GPUNodes)
 	if o.Jobs != nil || len(f.Spec.Jobs) == 0 {
 		st.Jobs = o.Jobs
@@ -99,11 +114,15 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	}
 	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = c.observed, c.ready, c.updated
 	st.Workers = fmt.Sprintf("%d/%d", c.ready, c.replicas)
-	if o.Cluster != nil && (c.replicas == 0 || (c.updated == c.observed && c.observed == c.replicas)) {
-		// What the workers run, once they all run it.
-		st.Revision = c.revision
-		st.ModelVersion = f.Spec.Model.Version
-		st.PromptHash = o.PromptHash
+	if o.Cluster != nil && rayspecs.GroupTemplate(o.Cluster, v1alpha1.CanaryGroup) == nil &&
+		(c.replicas == 0 || (c.updated == c.observed && c.observed == c.replicas)) {
+		// What the workers run, once they all run it: the template of the one worker group (during a
+		// canary, or after an aborted one, not necessarily what the spec says).
+		st.Revision, st.ModelVersion, st.PromptHash = c.revision, f.Spec.Model.Version, o.PromptHash
+		if run := revisionStatus(o.Cluster, v1alpha1.WorkerGroup); run.Revision != "" && run.Revision != o.DesiredRevision {
+			// The workers run another revision than the spec's (an aborted canary's stable one).
+			st.ModelVersion, st.PromptHash = run.ModelVersion, run.PromptHash
+		}
 	}
 
 	now := metav1.NewTime(o.Now)
@@ -257,6 +276,15 @@ func assess(o *statusObservation, c workerCounts) assessment {
 		return assessment{state: stateDegraded, reason: v1alpha1.ReasonRestartBudgetExhausted, message: o.BudgetExhausted}
 	case o.Budget != nil && o.Budget.Pause:
 		return assessment{state: stateDegraded, reason: v1alpha1.ReasonBudgetExceeded, message: o.Budget.Message}
+	}
+	ro := o.Fleet.Status.Rollout
+	if o.RolloutDecided {
+		ro = o.Rollout
+	}
+	if a, ok := rolloutAssessment(ro); ok {
+		return a
+	}
+	switch {
 	case c.updated < c.observed:
 		return assessment{state: stateProgressing, reason: v1alpha1.ReasonRolling,
 			message: fmt.Sprintf("%d of %d agent workers updated to revision %s, %d ready", c.updated, c.replicas, c.revision, c.ready)}
@@ -272,6 +300,32 @@ func assess(o *statusObservation, c workerCounts) assessment {
 	}
 	return assessment{state: stateReady, reason: v1alpha1.ReasonReady,
 		message: fmt.Sprintf("%d of %d agent workers ready on revision %s", c.ready, c.replicas, c.revision)}
+}
+
+// rolloutAssessment is what a canary rollout in progress, or aborted, makes of the fleet.
+func rolloutAssessment(ro *v1alpha1.RolloutStatus) (assessment, bool) {
+	if ro == nil || ro.Canary == nil {
+		return assessment{}, false
+	}
+	msg := func(what string) string {
+		if ro.Message == "" {
+			return what
+		}
+		return what + ": " + ro.Message
+	}
+	switch ro.Phase {
+	case v1alpha1.RolloutPhaseCanary:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonCanary, message: msg(fmt.Sprintf("canary of revision %s (stable %s)", ro.Canary.Revision, ro.Stable.Revision))}, true
+	case v1alpha1.RolloutPhaseWaitingForPromotion:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonWaitingForPromotion,
+			message: msg(fmt.Sprintf("canary of revision %s passed; `agentfleet promote` to roll it out", ro.Canary.Revision))}, true
+	case v1alpha1.RolloutPhasePromoting:
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonPromoting, message: fmt.Sprintf("promoting revision %s", ro.Canary.Revision)}, true
+	case v1alpha1.RolloutPhaseAborted:
+		return assessment{state: stateDegraded, reason: v1alpha1.ReasonCanaryAborted,
+			message: msg(fmt.Sprintf("canary of revision %s aborted; the workers run revision %s until the spec changes", ro.Canary.Revision, ro.Stable.Revision))}, true
+	}
+	return assessment{}, false
 }
 
 func condition(t string, ok bool, reason, message string) metav1.Condition {

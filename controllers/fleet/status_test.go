@@ -259,7 +259,7 @@ func TestComputeStatus(t *testing.T) {
 	ready := func(f *v1alpha1.AgentFleet) statusObservation {
 		rc := testCluster("r1", headUp)
 		rc.Status.Head.ServiceName = "agents-head-svc"
-		return statusObservation{Now: now, Fleet: f, Cluster: rc, PromptHash: "p1", Pods: []corev1.Pod{
+		return statusObservation{Now: now, Fleet: f, Cluster: rc, PromptHash: "p1", DesiredRevision: "r1", Pods: []corev1.Pod{
 			gpuWorker("w-00", 2, corev1.PodRunning), gpuWorker("w-01", 2, corev1.PodRunning)}}
 	}
 	at := func(c metav1.Condition, t metav1.Time) metav1.Condition {
@@ -518,5 +518,63 @@ func TestGPUFaults(t *testing.T) {
 	}
 	if got := gpuFaults(many, nodes); len(got) != maxGPUFaults || got[maxGPUFaults-1].Worker != "w-31" {
 		t.Errorf("%d faults listed, the last %+v; want the first %d (w-00 to w-31)", len(got), got[len(got)-1], maxGPUFaults)
+	}
+}
+
+// A canary in progress is Progressing, an aborted one Degraded; a promoted or stable rollout says
+// nothing; a canary's workers are updated on their own group's template; after an abort the status
+// says what the workers run, the stable revision, not the spec's.
+func TestCanaryStatus(t *testing.T) {
+	canaryRev := &v1alpha1.RevisionStatus{Revision: "r2", PromptHash: "p2"}
+	rollout := func(phase v1alpha1.RolloutPhase, msg string) *v1alpha1.RolloutStatus {
+		return &v1alpha1.RolloutStatus{Phase: phase, Stable: v1alpha1.RevisionStatus{Revision: "r1"}, Canary: canaryRev, Message: msg}
+	}
+	withCanary := func() *rayv1.RayCluster {
+		rc := testCluster("r1", headUp)
+		rc.Spec.WorkerGroupSpecs = append(rc.Spec.WorkerGroupSpecs, rayv1.WorkerGroupSpec{GroupName: v1alpha1.CanaryGroup})
+		rc.Spec.WorkerGroupSpecs[1].Template.Labels = map[string]string{v1alpha1.LabelWorkerHash: "r2"}
+		return rc
+	}
+	canaryPod := worker("w-c", "r2", true)
+	canaryPod.Labels[rayGroupLabel] = v1alpha1.CanaryGroup
+	for name, tc := range map[string]struct {
+		o    statusObservation
+		want assessment
+	}{
+		"canary": {statusObservation{Fleet: testFleet(2), Cluster: withCanary(), Pods: []corev1.Pod{worker("w-0", "r1", true), canaryPod},
+			RolloutDecided: true, Rollout: rollout(v1alpha1.RolloutPhaseCanary, "3 of minTasks 20 tasks")},
+			assessment{state: stateProgressing, reason: v1alpha1.ReasonCanary, message: "canary of revision r2 (stable r1): 3 of minTasks 20 tasks"}},
+		"waiting for a person": {statusObservation{Fleet: testFleet(2), Cluster: withCanary(), Pods: []corev1.Pod{worker("w-0", "r1", true), canaryPod},
+			RolloutDecided: true, Rollout: rollout(v1alpha1.RolloutPhaseWaitingForPromotion, "")},
+			assessment{state: stateProgressing, reason: v1alpha1.ReasonWaitingForPromotion, message: "canary of revision r2 passed; `agentfleet promote` to roll it out"}},
+		"aborted": {statusObservation{Fleet: testFleet(2), Cluster: testCluster("r1", headUp), Pods: []corev1.Pod{worker("w-0", "r1", true), worker("w-1", "r1", true)},
+			RolloutDecided: true, Rollout: rollout(v1alpha1.RolloutPhaseAborted, "canary failure rate 80%")},
+			assessment{state: stateDegraded, reason: v1alpha1.ReasonCanaryAborted, message: "canary of revision r2 aborted; the workers run revision r1 until the spec changes: canary failure rate 80%"}},
+		"not decided this time: the status' rollout stands": {func() statusObservation {
+			f := testFleet(2)
+			f.Status.Rollout = rollout(v1alpha1.RolloutPhaseAborted, "")
+			return statusObservation{Fleet: f, Cluster: testCluster("r1", headUp), Pods: []corev1.Pod{worker("w-0", "r1", true), worker("w-1", "r1", true)}}
+		}(), assessment{state: stateDegraded, reason: v1alpha1.ReasonCanaryAborted, message: "canary of revision r2 aborted; the workers run revision r1 until the spec changes"}},
+		"promoted: ready": {statusObservation{Fleet: testFleet(2), Cluster: testCluster("r2", headUp), Pods: []corev1.Pod{worker("w-0", "r2", true), worker("w-1", "r2", true)},
+			RolloutDecided: true, Rollout: rollout(v1alpha1.RolloutPhasePromoted, "")},
+			assessment{state: stateReady, reason: v1alpha1.ReasonReady, message: "2 of 2 agent workers ready on revision r2"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, assess(&tc.o, countWorkers(&tc.o)), cmp.AllowUnexported(assessment{})); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	if c := countWorkers(&statusObservation{Fleet: testFleet(2), Cluster: withCanary(), Pods: []corev1.Pod{worker("w-0", "r1", true), canaryPod}}); c.updated != 2 {
+		t.Errorf("%d workers updated, want 2: a canary's worker is current on its group's template", c.updated)
+	}
+	// After an abort the stable group runs r1 while the spec asks for r2: the status says r1's prompt.
+	rc := testCluster("r1", headUp)
+	rc.Spec.WorkerGroupSpecs[0].Template.Annotations = map[string]string{v1alpha1.AnnotationPromptHash: "p1"}
+	rc.Spec.WorkerGroupSpecs[0].Template.Labels[v1alpha1.LabelModelVersion] = "m-6"
+	st := computeStatus(statusObservation{Now: now, Fleet: testFleet(2), Cluster: rc, PromptHash: "p2", DesiredRevision: "r2",
+		Pods: []corev1.Pod{worker("w-0", "r1", true), worker("w-1", "r1", true)}, RolloutDecided: true, Rollout: rollout(v1alpha1.RolloutPhaseAborted, "")})
+	if st.Revision != "r1" || st.PromptHash != "p1" || st.ModelVersion != "m-6" {
+		t.Errorf("after an abort: revision %s, prompt %s, model %s; want what the workers run: r1, p1, m-6", st.Revision, st.PromptHash, st.ModelVersion)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -104,6 +105,9 @@ func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, del
 	}
 	if !inc.IsZero() {
 		r.accountIncrease(ctx, key, f, inc, now)
+		if rev := r.accountRevision(ctx, key, lease.Name, inc); rev != "" && f != nil && canaryRevision(f) == rev {
+			r.wakeFleet(f) // a canary's outcome: its verdict may be due
+		}
 	}
 	if deleted {
 		r.taskTimers.stop(client.ObjectKeyFromObject(lease))
@@ -145,6 +149,28 @@ func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, 
 		// under its name starts afresh.
 		fleetWindows.Add(key, now, use)
 	}
+}
+
+// accountRevision counts a worker's outcomes under its revision (its pod's worker hash, from the
+// cache) for a fleet with a canary, and returns the revision ("" when not counted).
+func (r *Reconciler) accountRevision(ctx context.Context, fleet client.ObjectKey, worker string, inc usage.Counts) string {
+	if !r.outcomes.followed(fleet) {
+		return ""
+	}
+	revision := ""
+	p := &corev1.Pod{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: fleet.Namespace, Name: worker}, p); err == nil {
+		revision = p.Labels[v1alpha1.LabelWorkerHash]
+	}
+	return r.outcomes.add(fleet, worker, revision, inc)
+}
+
+// canaryRevision is the revision of a fleet's canary being judged ("" when none).
+func canaryRevision(f *v1alpha1.AgentFleet) string {
+	if ro := f.Status.Rollout; ro != nil && ro.Canary != nil && ro.Phase == v1alpha1.RolloutPhaseCanary {
+		return ro.Canary.Revision
+	}
+	return ""
 }
 
 // leaseWakes says whether a Lease's change calls for its fleet's reconcile now (renewals mostly do

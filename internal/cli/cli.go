@@ -33,6 +33,7 @@ Usage:
   agentfleet cost --prometheus URL [--since 7d] [--until RFC3339] [--by namespace|fleet|cost_center] [--format table|csv|json|html]
                   [--price-source auto|table|opencost] [--recorded]
   agentfleet cost [-n NAMESPACE | -A] [--prices NAMESPACE/NAME] [--format table|json]   (the burn rate now, from the cluster)
+  agentfleet promote FLEET [-n NAMESPACE]   (a canary that passed and waits for a person: rollout.canary.autoPromote false)
 
 Cluster access follows kubectl: --kubeconfig, --context, KUBECONFIG. Run "agentfleet COMMAND -h" for a command's flags.
 `
@@ -59,19 +60,21 @@ func Main(ctx context.Context, args []string, io IO) int {
 func run(ctx context.Context, args []string, io IO) error {
 	if len(args) == 0 {
 		fmt.Fprint(io.Err, usage)
-		return fmt.Errorf("%w: name a command: status or cost", errUsage)
+		return fmt.Errorf("%w: name a command: status, cost or promote", errUsage)
 	}
 	switch args[0] {
 	case "status":
 		return runStatus(ctx, args[1:], io)
 	case "cost":
 		return runCost(ctx, args[1:], io)
+	case "promote":
+		return runPromote(ctx, args[1:], io)
 	case "-h", "--help", "help":
 		fmt.Fprint(io.Out, usage)
 		return nil
 	}
 	fmt.Fprint(io.Err, usage)
-	return fmt.Errorf("%w: unknown command %q: status or cost", errUsage, args[0])
+	return fmt.Errorf("%w: unknown command %q: status, cost or promote", errUsage, args[0])
 }
 
 // kubeFlags are kubectl's flags for reaching a cluster, and the namespace scope.

@@ -40,7 +40,7 @@ func TestCostCommandLineErrors(t *testing.T) {
 		wantCode int
 		wantErr  string
 	}{
-		"no command":                    {nil, 2, "name a command: status or cost"},
+		"no command":                    {nil, 2, "name a command: status, cost or promote"},
 		"an unknown command":            {[]string{"costs"}, 2, `unknown command "costs"`},
 		"an unknown group":              {[]string{"cost", "--prometheus", unreachable, "--by", "team"}, 2, `--by "team": one of namespace, fleet, cost_center`},
 		"a malformed duration":          {[]string{"cost", "--prometheus", unreachable, "--since", "7days"}, 2, `--since "7days"`},

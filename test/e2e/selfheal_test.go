@@ -13,8 +13,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
-
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
@@ -41,7 +39,10 @@ type agents struct {
 	reported usage.Counts
 	// quitting: every agent stops between two steps, and none starts (quitAll).
 	quitting bool
-	working  sync.WaitGroup
+	// behaviourOf, when set, gives an agent its behaviour when it starts, from its pod (a canary's
+	// workers fail their tasks, say): "fail" (every task fails) or any of behaviours'.
+	behaviourOf func(*corev1.Pod) string
+	working     sync.WaitGroup
 }
 
 type agent struct {
@@ -81,7 +82,7 @@ func (a *agents) close() {
 // sync starts an agent for each Ready worker without one.
 func (a *agents) sync(ctx context.Context) {
 	var pods corev1.PodList
-	if err := k8s.List(ctx, &pods, client.InNamespace(a.ns), client.MatchingLabels{v1alpha1.LabelFleet: a.fleet, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
+	if err := k8s.List(ctx, &pods, client.InNamespace(a.ns), client.MatchingLabels{v1alpha1.LabelFleet: a.fleet, v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {
 		return
 	}
 	a.mu.Lock()
@@ -101,6 +102,11 @@ func (a *agents) sync(ctx context.Context) {
 		p := &pods.Items[i]
 		if _, ok := a.running[p.Name]; ok || !podReady(p) || a.behaviours[p.Name] == "stall" || a.behaviours[p.Name] == "quit" || a.quitting {
 			continue
+		}
+		if a.behaviourOf != nil {
+			if b := a.behaviourOf(p); b != "" && a.behaviours[p.Name] == "" {
+				a.behaviours[p.Name] = b
+			}
 		}
 		agentCtx, cancel := context.WithCancel(ctx)
 		hb, err := a.start(agentCtx, p)
@@ -172,7 +178,7 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 			// As an agent should: no new task while the fleet is paused; keep renewing.
 			_ = hb.Idle(ctx)
 		case a.tasks && i%3 == 2:
-			a.finishTask(ctx, hb, i)
+			a.finishTask(ctx, hb, i, b == "fail")
 		case idleAll:
 			_ = hb.Idle(ctx)
 		default:
@@ -183,8 +189,8 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 
 // finishTask reports the task's tokens and its outcome (one in four fails), and counts what was
 // written: TaskDone writes the Lease at once.
-func (a *agents) finishTask(ctx context.Context, hb *heartbeat.Client, i int) {
-	in, out, ok := 100+i, 10+i%7, i%4 != 0
+func (a *agents) finishTask(ctx context.Context, hb *heartbeat.Client, i int, fail bool) {
+	in, out, ok := 100+i, 10+i%7, i%4 != 0 && !fail
 	// Tokens records them whether or not it writes; TaskDone writes them with the outcome.
 	_ = hb.Tokens(ctx, in, out)
 	if err := hb.TaskDone(ctx, ok); err != nil {
@@ -242,7 +248,7 @@ func (a *agents) set(pod, behaviour string) {
 func agentPods(t *testing.T, ns, fleet string) []corev1.Pod {
 	t.Helper()
 	var pods corev1.PodList
-	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, rayutils.RayNodeGroupLabelKey: v1alpha1.WorkerGroup}); err != nil {
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelFleet: fleet, v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {
 		t.Fatal(err)
 	}
 	return pods.Items
