@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -61,7 +62,8 @@ hb.start()
 for i in range(3):
     hb.step("step %d" % i)
     time.sleep(0.3)
-hb.idle()
+hb.tokens(500, 50)
+hb.task_done(True)   # one task, its tokens and outcome: the operator's ledger must count them
 for i in range(8):
     try:
         hb.step("search: the same query")
@@ -88,6 +90,25 @@ print("writes", hb.writes)
 		if t.Failed() {
 			t.Logf("python agent (%v):\n%s", runErr, out)
 		}
+	})
+	// The task the Python agent finished, in the operator's ledger (the Go agents of this fleet
+	// report no task).
+	eventually(t, 20*time.Second, "the Python agent's task in the ledger", func(ctx context.Context) (bool, string) {
+		families, err := scrape(ctx, c.MetricsURL("agentfleet-operator"))
+		if err != nil {
+			return false, err.Error()
+		}
+		fleet := map[string]string{"namespace": key.Namespace, "fleet": key.Name}
+		with := func(k, v string) map[string]string {
+			l := map[string]string{k: v}
+			for fk, fv := range fleet {
+				l[fk] = fv
+			}
+			return l
+		}
+		got := []float64{counterSum(families, "agentfleet_tasks_total", with("outcome", "succeeded")),
+			counterSum(families, "agentfleet_tokens_total", with("direction", "in")), counterSum(families, "agentfleet_tokens_total", with("direction", "out"))}
+		return cmp.Equal(got, []float64{1, 500, 50}), fmt.Sprintf("succeeded, tokens in, out: %v, want [1 500 50]", got)
 	})
 	waitReplaced(t, key, pod, 25*time.Second)
 	f := getFleet(t, key)
