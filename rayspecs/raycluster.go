@@ -471,17 +471,19 @@ func copyMap(m map[string]string) map[string]string {
 }
 
 // CanaryLayout lays a built RayCluster's agent workers out for a canary rollout (the controller's
-// plan): the stable group ("agents") keeps stable (the template it runs, from the RayCluster as it
-// is; nil: the one built) at stableReplicas, and, with canary, the group "agents-canary" runs the
-// template built at canaryReplicas. The template hash annotation is computed again.
-func CanaryLayout(rc *rayv1.RayCluster, stable *corev1.PodTemplateSpec, stableReplicas int32, canary bool, canaryReplicas int32) error {
+// plan): the stable group ("agents") is stable (the group as the RayCluster has it: the template it
+// runs, its Ray labels and start parameters; nil: the one built) at stableReplicas, and, with canary,
+// the group "agents-canary" runs the group built at canaryReplicas. The template hash annotation is
+// computed again.
+func CanaryLayout(rc *rayv1.RayCluster, stable *rayv1.WorkerGroupSpec, stableReplicas int32, canary bool, canaryReplicas int32) error {
 	if len(rc.Spec.WorkerGroupSpecs) != 1 || rc.Spec.WorkerGroupSpecs[0].GroupName != v1alpha1.WorkerGroup {
 		return fmt.Errorf("laying out the canary of RayCluster %s: want the one worker group %s built", rc.Name, v1alpha1.WorkerGroup)
 	}
 	built := rc.Spec.WorkerGroupSpecs[0]
 	g := &rc.Spec.WorkerGroupSpecs[0]
 	if stable != nil {
-		g.Template = *stable.DeepCopy()
+		*g = *stable.DeepCopy()
+		g.ScaleStrategy = rayv1.ScaleStrategy{}
 	}
 	g.Replicas, g.MinReplicas, g.MaxReplicas = ptr.To(stableReplicas), ptr.To(stableReplicas), ptr.To(stableReplicas)
 	if canary {
@@ -500,6 +502,16 @@ func CanaryLayout(rc *rayv1.RayCluster, stable *corev1.PodTemplateSpec, stableRe
 
 // CanaryGroupName is the worker group of a canary's workers.
 const CanaryGroupName = v1alpha1.CanaryGroup
+
+// Group is a RayCluster's worker group, nil without it.
+func Group(rc *rayv1.RayCluster, group string) *rayv1.WorkerGroupSpec {
+	for i := range rc.Spec.WorkerGroupSpecs {
+		if rc.Spec.WorkerGroupSpecs[i].GroupName == group {
+			return &rc.Spec.WorkerGroupSpecs[i]
+		}
+	}
+	return nil
+}
 
 // GroupTemplate is the template of a RayCluster's worker group, nil without the group.
 func GroupTemplate(rc *rayv1.RayCluster, group string) *corev1.PodTemplateSpec {

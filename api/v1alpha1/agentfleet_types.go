@@ -454,7 +454,8 @@ const (
 // spec.health.heartbeat and agents that report outcomes).
 type CanarySpec struct {
 	// Workers on the new revision during the analysis, a count or a percentage of replicas (rounded
-	// up), at least 1 and fewer than replicas.
+	// up), at least 1 and at most replicas − 1. A fleet of fewer than 2 workers cannot run a canary:
+	// it rolls as under Rolling.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:XIntOrString
 	// +kubebuilder:validation:XValidation:rule="type(self) == int ? self >= 1 : self.matches('^([1-9]|[1-9][0-9])%$')",message="canary.workers must be a count of at least 1 or a percentage from 1% to 99%"
@@ -466,7 +467,7 @@ type CanarySpec struct {
 	Analysis CanaryAnalysis `json:"analysis,omitempty"`
 	// AutoPromote: a canary that passes is promoted at once (true, the default), or waits for a
 	// person: `agentfleet promote FLEET`, or the annotation agentfleet.dev/promote set to the canary's
-	// revision.
+	// revision and start, REVISION@YYYYMMDDTHHMMSS (what `agentfleet promote` writes).
 	// +kubebuilder:default=true
 	// +optional
 	AutoPromote *bool `json:"autoPromote,omitempty"`
@@ -504,6 +505,33 @@ type CanaryAnalysis struct {
 	// +kubebuilder:default=0
 	// +optional
 	MaxRestarts *int32 `json:"maxRestarts,omitempty"`
+	// Checks are Prometheus queries the canary must pass as well (the operator's --prometheus-url),
+	// in the style of Argo Rollouts' AnalysisTemplate: run once the canary finished minTasks within
+	// maxFailureRateIncrease. A check that cannot run (no Prometheus, no data) holds the verdict
+	// until it can, or until maxDurationSeconds.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	// +optional
+	Checks []CanaryCheck `json:"checks,omitempty"`
+}
+
+// CanaryCheck is a Prometheus query a canary must pass.
+type CanaryCheck struct {
+	// Name names the check in the verdict.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+	// Query is an instant PromQL query whose result is one number (a scalar, or a vector of one
+	// sample); {{namespace}}, {{fleet}}, {{revision}} (the canary's worker hash, the pods'
+	// agentfleet.dev/worker-hash) and {{stable}} (the stable one's) are replaced.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	Query string `json:"query"`
+	// SuccessCondition compares the result with a number: `result < 0.1` (<, <=, >, >=, ==, !=).
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^\s*result\s*(<=|>=|==|!=|<|>)\s*-?[0-9]+(\.[0-9]+)?\s*$`
+	SuccessCondition string `json:"successCondition"`
 }
 
 // CanaryTimeoutAction is what a canary without a verdict at its deadline gets.
@@ -630,6 +658,9 @@ type AgentFleetStatus struct {
 
 // RolloutStatus is a canary rollout as observed and decided.
 type RolloutStatus struct {
+	// Strategy is the strategy the rollout runs under.
+	// +optional
+	Strategy RolloutStrategy `json:"strategy,omitempty"`
 	// Phase: Canary (the new revision runs on the canary workers, being judged), WaitingForPromotion
 	// (it passed; autoPromote is false), Promoting (the other workers roll to it), Promoted, Aborted
 	// (the canary failed: every worker runs the stable revision until the spec changes), Stable (no
@@ -644,6 +675,10 @@ type RolloutStatus struct {
 	StartedAt *metav1.Time `json:"startedAt,omitempty"`
 	// +optional
 	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
+	// PausedAt is when the canary's clock stopped: the fleet was suspended, or paused by its budget
+	// (its agents take no task). maxDurationSeconds counts only the time it ran.
+	// +optional
+	PausedAt *metav1.Time `json:"pausedAt,omitempty"`
 	// Message is the verdict's evidence: the failure rates, the restarts, the deadline.
 	// +optional
 	Message string `json:"message,omitempty"`

@@ -28,6 +28,19 @@ func (f *AgentFleet) MaxStepsPerTask() int32 {
 	return f.Spec.Health.Heartbeat.MaxStepsPerTask
 }
 
+// CanaryID names one canary: its revision and when it began (REVISION@YYYYMMDDTHHMMSS), as the
+// annotation agentfleet.dev/promote must name it: a promotion of one canary never promotes another.
+func (s *RolloutStatus) CanaryID() string {
+	if s == nil || s.Canary == nil {
+		return ""
+	}
+	id := s.Canary.Revision
+	if s.StartedAt != nil {
+		id += "@" + s.StartedAt.UTC().Format("20060102T150405")
+	}
+	return id
+}
+
 // Canary defaults (the CRD defaults them too).
 const (
 	DefaultCanaryMinTasks               = 20

@@ -45,9 +45,9 @@ const (
 	WorkerGroup = "agents"
 	CanaryGroup = "agents-canary"
 
-	// AnnotationPromote on a fleet, set to the revision of its canary (status.rollout.canary.revision),
-	// promotes a canary that passed and waits for a person (autoPromote: false); `agentfleet promote`
-	// sets it.
+	// AnnotationPromote on a fleet, set to its canary's revision and start (REVISION@YYYYMMDDTHHMMSS,
+	// from status.rollout.canary.revision and status.rollout.startedAt), promotes a canary that passed
+	// and waits for a person (autoPromote: false); `agentfleet promote` sets it.
 	AnnotationPromote = "agentfleet.dev/promote"
 
 	// LabelGPUAllowed on a Namespace: "false" forbids fleets there to ask for GPUs (enforced at

@@ -58,6 +58,8 @@ func main() {
 		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
 		"label GPU nodes without the GPU health agent "+gpu.HealthLabel+"="+gpu.HealthUnhealthy+" while they have a GPU fault condition, so that new agent workers avoid them")
+	var prometheusURL string
+	flag.StringVar(&prometheusURL, "prometheus-url", "", "the Prometheus that canaries' checks (spec.rollout.canary.analysis.checks) query; empty: a canary with checks waits for them until its maxDurationSeconds")
 	opts := zap.Options{}
 	flag.StringVar(&gpuPrices, "gpu-prices", "",
 		"the GPU price table's ConfigMap, as namespace/name (its key prices.yaml); empty: the built-in default table (README, \"GPU cost\")")
@@ -118,6 +120,14 @@ func main() {
 			os.Exit(1)
 		}
 		r.Prices = &fleet.ConfigMapPrices{Key: client.ObjectKey{Namespace: namespace, Name: name}, Metadata: mgr.GetClient(), APIReader: mgr.GetAPIReader()}
+	}
+	if prometheusURL != "" {
+		checks, err := fleet.NewPrometheusChecks(prometheusURL)
+		if err != nil {
+			log.Error(err, "Reading --prometheus-url")
+			os.Exit(1)
+		}
+		r.Checks = checks
 	}
 	r.JobHistoryLimit = jobHistory
 	r.MaxConcurrentReconciles = concurrency

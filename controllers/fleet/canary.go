@@ -3,7 +3,9 @@ package fleet
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,22 +18,27 @@ import (
 
 // canaryObservation is what a step of a rollout is decided from: the strategy, the RayCluster's
 // worker groups as observed, the previous rollout status, the agents' task outcomes by revision
-// since the canary began, and the time.
+// since the canary began, the checks' results, and the time.
 type canaryObservation struct {
 	Now      time.Time
 	Strategy v1alpha1.RolloutStrategy
 	Canary   v1alpha1.CanarySpec // defaults resolved (AgentFleet.CanarySettings)
 	Replicas int32
-	Suspend  bool
+	// MaxUnavailable is rollout.maxUnavailable resolved against replicas (at least 1).
+	MaxUnavailable int32
+	// Paused: the fleet is suspended, or paused by its budget: a canary's clock stops.
+	Paused bool
 	// Desired is the revision rayspecs built, with what it runs.
 	Desired v1alpha1.RevisionStatus
 	// Stable is the revision of the RayCluster's stable group's template, with what it runs;
 	// Revision "" when there is no RayCluster yet.
 	Stable v1alpha1.RevisionStatus
-	// CanaryGroup is the revision of the RayCluster's canary group's template ("" without the group);
-	// CanaryPods its pods.
-	CanaryGroup string
-	CanaryPods  int
+	// CanaryGroup is the revision of the RayCluster's canary group's template ("" without the group)
+	// and CanaryReplicas its replicas; StableReplicas the stable group's.
+	CanaryGroup                    string
+	CanaryReplicas, StableReplicas int32
+	// CanaryPods are the canary group's pods (whether or not the group is in the RayCluster's spec).
+	CanaryPods int
 	// StablePods, StableReady and StableUpdated count the stable group's pods (updated: on the
 	// group's template).
 	StablePods, StableReady, StableUpdated int
@@ -39,17 +46,19 @@ type canaryObservation struct {
 	Previous *v1alpha1.RolloutStatus
 	// Outcomes are the tasks by revision since the canary began (revisionOutcomes).
 	Outcomes map[string]usage.Counts
-	// Restarts are the restart records (status.recentRestarts): a canary's are those of its revision
-	// since it began.
+	// Restarts are the restart records (status.recentRestarts): a revision's are those of its
+	// workers since the canary began.
 	Restarts []v1alpha1.RestartRecord
-	// Promote is the revision the annotation agentfleet.dev/promote names ("" none).
+	// Checks are the results of the canary's checks, when they were run (runChecks).
+	Checks []checkResult
+	// Promote is the canary the annotation agentfleet.dev/promote names (canaryID; "" none).
 	Promote string
 }
 
 // canaryPlan is the RayCluster's worker layout and the rollout's status, as a step decides.
 type canaryPlan struct {
-	// StableFromCluster: the stable group keeps the RayCluster's template (the stable revision), not
-	// the one rayspecs built.
+	// StableFromCluster: the stable group stays as the RayCluster has it (the stable revision's
+	// template, labels and start parameters), not as rayspecs built it.
 	StableFromCluster bool
 	StableReplicas    int32
 	// CanaryGroup: the layout has the canary group, on the revision rayspecs built, with
@@ -62,89 +71,78 @@ type canaryPlan struct {
 	EventWarning         bool
 	EventReason, Message string
 	RecheckAfter         time.Duration
+	// RunChecks: the canary finished minTasks within maxFailureRateIncrease; its checks decide
+	// (the phase runs them and decides again).
+	RunChecks bool
 }
 
 // canaryWorkers is how many workers run a canary: canary.workers against replicas, rounded up, at
-// least 1, at most replicas.
+// least 1, at most replicas − 1 (some stable workers stay to compare with); 0 below 2 replicas.
 func canaryWorkers(w *intstr.IntOrString, replicas int32) int32 {
+	if replicas < 2 {
+		return 0
+	}
 	n, err := intstr.GetScaledValueFromIntOrPercent(w, int(replicas), true)
 	if err != nil {
 		n = 1
 	}
-	return min(max(int32(n), 1), replicas)
+	return min(max(int32(n), 1), replicas-1)
 }
 
 // planCanary decides a rollout's next step (pure: the controller observes, calls it, and applies
-// the layout). Under Rolling it only makes sure a canary group left from an earlier strategy goes.
-// Under Canary a new revision starts a canary: the stable group keeps its template (no stable worker
+// the layout). Under Rolling (and below 2 replicas) it only retires a canary group left behind.
+// Under Canary a new revision starts a canary: the stable group stays as it is (no stable worker
 // restarts) at replicas − n, the canary group runs the new one on n; the verdict (judgeCanary)
-// promotes it (the stable group takes the new template and rolls as under Rolling, grows back to
-// replicas, then the canary group goes) or aborts it (the stable group grows back to replicas on
-// its template, the canary group goes, the fleet is Degraded until the spec changes again: a `git
-// revert` to the stable revision clears it without restarting a stable worker). A newer change
-// during a canary replaces it: the newest spec wins.
+// promotes it (the stable group takes the new template and rolls as under Rolling, then the canary's
+// workers move to it, maxUnavailable at a time: the total stays at replicas) or aborts it (the
+// stable group grows back to replicas as it is, the canary group goes, the fleet is Degraded until
+// the spec changes again: a `git revert` to the stable revision clears it without restarting a
+// stable worker). A newer change during a canary replaces it: the newest spec wins; one during a
+// promotion rolls as under Rolling.
 func planCanary(o canaryObservation) canaryPlan {
 	r := o.Replicas
 	plan := canaryPlan{StableReplicas: r}
-	// retire: the canary group goes, its replicas at 0 until its pods are gone.
+	// retire: the canary group goes: at 0 replicas until its pods are gone (put back if its pods
+	// outlived it: KubeRay deletes no pod of a group that is not in the spec), then the group.
 	retire := func() {
-		if o.CanaryGroup != "" && o.CanaryPods > 0 {
+		if o.CanaryPods > 0 || (o.CanaryGroup != "" && o.CanaryReplicas > 0) {
 			plan.CanaryGroup, plan.CanaryReplicas = true, 0
 		}
 	}
+	n := canaryWorkers(o.Canary.Workers, r)
 	if o.Stable.Revision == "" {
 		return plan // no RayCluster yet: it is created on the revision built
 	}
-	if o.Strategy != v1alpha1.RolloutCanary {
+	if o.Strategy != v1alpha1.RolloutCanary || n == 0 {
 		retire()
 		return plan
 	}
-	n := canaryWorkers(o.Canary.Workers, r)
 	prev := o.Previous
-	inPhase := func(phases ...v1alpha1.RolloutPhase) bool {
-		if prev == nil || prev.Canary == nil || prev.Canary.Revision != o.Desired.Revision {
-			return false
-		}
-		for _, p := range phases {
-			if prev.Phase == p {
-				return true
-			}
-		}
-		return false
+	sameCanary := prev != nil && prev.Canary != nil && prev.Canary.Revision == o.Desired.Revision
+	is := func(phases ...v1alpha1.RolloutPhase) bool {
+		return prev != nil && slices.Contains(phases, prev.Phase)
 	}
-	st := func(phase v1alpha1.RolloutPhase) *v1alpha1.RolloutStatus {
-		s := &v1alpha1.RolloutStatus{Phase: phase, Stable: o.Stable}
-		if prev != nil {
-			s = prev.DeepCopy()
-			s.Phase = phase
-		}
-		return s
+	next := func(phase v1alpha1.RolloutPhase) *v1alpha1.RolloutStatus {
+		st := prev.DeepCopy()
+		st.Phase, st.Strategy = phase, v1alpha1.RolloutCanary
+		return st
 	}
 	switch {
-	case inPhase(v1alpha1.RolloutPhasePromoting):
-		// The stable group runs the promoted revision and rolls to it (the rollout phase), grows
-		// back to replicas while the canary stays, then the canary goes.
-		plan.Status = st(v1alpha1.RolloutPhasePromoting)
-		plan.CanaryGroup, plan.CanaryReplicas = o.CanaryGroup != "", n
-		switch {
-		case o.Stable.Revision != o.Desired.Revision || o.StableUpdated < o.StablePods:
-			plan.StableReplicas = r - n
-		case o.StableReady < int(r):
-			plan.StableReplicas = r
-		default:
-			plan.CanaryReplicas = 0
-			if o.CanaryPods == 0 {
-				plan.CanaryGroup = false
-			}
-			if o.CanaryGroup == "" {
-				plan.Status = promoted(prev, o)
-				plan.EventReason, plan.Message = EventCanaryPromoted, fmt.Sprintf("Revision %s is promoted: every agent worker runs it", o.Desired.Revision)
-			}
-		}
+	case is(v1alpha1.RolloutPhasePromoting) && sameCanary:
+		plan.Status = next(v1alpha1.RolloutPhasePromoting)
+		plan.Status.PausedAt = nil
+		return promote(o, n, plan)
+	case is(v1alpha1.RolloutPhasePromoting):
+		// A change during the promotion: the stable group, partly rolled to the promoted revision,
+		// rolls to the newest one as under Rolling; the canary goes.
+		retire()
+		plan.Status = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutCanary, Phase: v1alpha1.RolloutPhaseStable, Stable: o.Desired,
+			Message: fmt.Sprintf("changed during the promotion of revision %s: rolled as under Rolling", revisionOf(prev.Canary))}
+		plan.EventReason, plan.Message = EventCanaryAbandoned, fmt.Sprintf("Revision %s changed during its promotion: rolling to revision %s as under Rolling", revisionOf(prev.Canary), o.Desired.Revision)
 		return plan
-	case inPhase(v1alpha1.RolloutPhaseAborted):
+	case is(v1alpha1.RolloutPhaseAborted) && sameCanary:
 		plan.StableFromCluster = true
-		plan.Status = st(v1alpha1.RolloutPhaseAborted)
+		plan.Status = next(v1alpha1.RolloutPhaseAborted)
 		retire()
 		return plan
 	case o.Desired.Revision == o.Stable.Revision:
@@ -152,12 +150,12 @@ func planCanary(o canaryObservation) canaryPlan {
 		// stable worker restarted.
 		retire()
 		switch {
-		case prev == nil:
-			plan.Status = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutPhaseStable, Stable: o.Stable}
-		case prev.Phase == v1alpha1.RolloutPhasePromoted || prev.Phase == v1alpha1.RolloutPhaseStable:
-			plan.Status = prev.DeepCopy()
+		case is(v1alpha1.RolloutPhasePromoted, v1alpha1.RolloutPhaseStable):
+			plan.Status = next(prev.Phase)
+		case prev == nil || prev.Canary == nil:
+			plan.Status = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutCanary, Phase: v1alpha1.RolloutPhaseStable, Stable: o.Stable}
 		default:
-			plan.Status = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutPhaseStable, Stable: o.Stable}
+			plan.Status = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutCanary, Phase: v1alpha1.RolloutPhaseStable, Stable: o.Stable}
 			plan.EventReason, plan.Message = EventCanaryAbandoned, fmt.Sprintf("The change to revision %s was reverted: every agent worker runs revision %s", revisionOf(prev.Canary), o.Stable.Revision)
 		}
 		return plan
@@ -166,24 +164,37 @@ func planCanary(o canaryObservation) canaryPlan {
 	// A change is pending: a canary runs, or starts (a new one replaces an older one).
 	plan.StableFromCluster = true
 	plan.StableReplicas, plan.CanaryGroup, plan.CanaryReplicas = r-n, true, n
-	if !inPhase(v1alpha1.RolloutPhaseCanary, v1alpha1.RolloutPhaseWaitingForPromotion) {
+	running := sameCanary && is(v1alpha1.RolloutPhaseCanary, v1alpha1.RolloutPhaseWaitingForPromotion)
+	if !running {
 		now := metav1.NewTime(o.Now)
 		desired := o.Desired
-		plan.Status = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutPhaseCanary, Stable: o.Stable, Canary: &desired, StartedAt: &now}
+		plan.Status = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutCanary, Phase: v1alpha1.RolloutPhaseCanary, Stable: o.Stable, Canary: &desired, StartedAt: &now}
+		if o.Paused {
+			plan.Status.PausedAt = &now
+		}
 		plan.EventReason = EventCanaryStarted
 		plan.Message = fmt.Sprintf("Canary of revision %s on %d of %d agent workers (stable revision %s)", desired.Revision, n, r, o.Stable.Revision)
 		return plan
 	}
-	plan.Status = st(prev.Phase)
-	v := judgeCanary(o, prev)
-	plan.Status.Stable.TasksSucceeded, plan.Status.Stable.TasksFailed = v.stable.Succeeded, v.stable.Failed
-	plan.Status.Canary.TasksSucceeded, plan.Status.Canary.TasksFailed = v.canary.Succeeded, v.canary.Failed
-	plan.Status.Canary.Restarts = int32(v.restarts)
+	plan.Status = next(prev.Phase)
+	// The clock stops while paused: the start moves on by the pause when it ends.
+	switch {
+	case o.Paused && plan.Status.PausedAt == nil:
+		plan.Status.PausedAt = ptr.To(metav1.NewTime(o.Now))
+	case !o.Paused && plan.Status.PausedAt != nil:
+		if plan.Status.StartedAt != nil {
+			plan.Status.StartedAt = ptr.To(metav1.NewTime(plan.Status.StartedAt.Add(o.Now.Sub(plan.Status.PausedAt.Time))))
+		}
+		plan.Status.PausedAt = nil
+	}
+	v := judgeCanary(o, plan.Status)
+	plan.Status.Stable.TasksSucceeded, plan.Status.Stable.TasksFailed, plan.Status.Stable.Restarts = v.stable.Succeeded, v.stable.Failed, int32(v.stableRestarts)
+	plan.Status.Canary.TasksSucceeded, plan.Status.Canary.TasksFailed, plan.Status.Canary.Restarts = v.canary.Succeeded, v.canary.Failed, int32(v.restarts)
 	plan.Status.Message = v.evidence
-	plan.RecheckAfter = v.recheck
+	plan.RecheckAfter, plan.RunChecks = v.recheck, v.runChecks
 	switch v.verdict {
 	case verdictPromote:
-		if !ptr.Deref(o.Canary.AutoPromote, true) && o.Promote != o.Desired.Revision {
+		if !ptr.Deref(o.Canary.AutoPromote, true) && o.Promote != canaryID(plan.Status) {
 			if prev.Phase != v1alpha1.RolloutPhaseWaitingForPromotion {
 				plan.EventReason, plan.Message = EventCanaryPassed, fmt.Sprintf("Canary of revision %s passed (%s): waiting for `agentfleet promote`", o.Desired.Revision, v.evidence)
 			}
@@ -203,10 +214,45 @@ func planCanary(o canaryObservation) canaryPlan {
 	return plan
 }
 
+// promote is a step of a promotion: the stable group, on the promoted revision, rolls (the rollout
+// phase replaces its outdated workers, maxUnavailable at a time) at replicas − n; then the canary's
+// workers move to it, up to maxUnavailable at a time once the stable group's are all Ready (KubeRay
+// deletes the canary's and makes the stable group's at once: the total stays at replicas); then the
+// canary group goes, and the revision is promoted.
+func promote(o canaryObservation, n int32, plan canaryPlan) canaryPlan {
+	r := o.Replicas
+	stable, canary := o.StableReplicas, o.CanaryReplicas
+	if o.CanaryGroup == "" {
+		canary = 0
+	}
+	if stable+canary != r || canary > n {
+		stable, canary = r-n, n // the promotion's first step (or a replica change meanwhile)
+		if o.CanaryGroup == "" {
+			stable, canary = r, 0
+		}
+	}
+	rolled := o.Stable.Revision == o.Desired.Revision && o.StableUpdated == o.StablePods
+	if rolled && canary > 0 && o.StableReady >= int(stable) {
+		k := min(canary, max(o.MaxUnavailable, 1))
+		stable, canary = stable+k, canary-k
+	}
+	plan.StableReplicas, plan.CanaryReplicas = stable, canary
+	plan.CanaryGroup = canary > 0 || o.CanaryPods > 0 || (o.CanaryGroup != "" && o.CanaryReplicas > 0)
+	if !plan.CanaryGroup && rolled {
+		plan.Status = promoted(plan.Status, o)
+		plan.EventReason, plan.Message = EventCanaryPromoted, fmt.Sprintf("Revision %s is promoted: every agent worker runs it", o.Desired.Revision)
+	}
+	return plan
+}
+
+// promoted is the status of a promoted revision: the stable revision is the promoted one now.
 func promoted(prev *v1alpha1.RolloutStatus, o canaryObservation) *v1alpha1.RolloutStatus {
 	s := prev.DeepCopy()
 	now := metav1.NewTime(o.Now)
 	s.Phase, s.FinishedAt = v1alpha1.RolloutPhasePromoted, &now
+	if s.Canary != nil {
+		s.Stable = *s.Canary.DeepCopy()
+	}
 	return s
 }
 
@@ -225,30 +271,43 @@ const (
 )
 
 type canaryVerdict struct {
-	verdict, evidence string
-	stable, canary    usage.Counts
-	restarts          int
-	recheck           time.Duration
+	verdict, evidence        string
+	stable, canary           usage.Counts
+	restarts, stableRestarts int
+	recheck                  time.Duration
+	// runChecks: the outcomes passed; the checks decide (they were not run yet).
+	runChecks bool
 }
+
+// checkRetry is how soon checks that could not run are tried again.
+const checkRetry = 15 * time.Second
 
 // judgeCanary is a canary's verdict: Abort when its workers were replaced more than maxRestarts
 // times, or, once it finished minTasks, when its failure rate exceeds the stable workers' (over the
-// same time) by more than maxFailureRateIncrease; Promote when it finished minTasks within that;
-// at maxDurationSeconds without a verdict, onTimeout. A suspended fleet's canary waits.
-func judgeCanary(o canaryObservation, prev *v1alpha1.RolloutStatus) canaryVerdict {
+// same time; 0 when they finished none) by more than maxFailureRateIncrease, or a check fails;
+// Promote when it finished minTasks within that and its checks pass; at maxDurationSeconds (of
+// running: a pause stops the clock) without a verdict, onTimeout, except that a canary already over
+// maxFailureRateIncrease is not promoted. While paused it waits.
+func judgeCanary(o canaryObservation, st *v1alpha1.RolloutStatus) canaryVerdict {
 	a := o.Canary.Analysis
-	v := canaryVerdict{verdict: verdictContinue, stable: o.Outcomes[prev.Stable.Revision], canary: o.Outcomes[prev.Canary.Revision]}
+	v := canaryVerdict{verdict: verdictContinue, stable: o.Outcomes[st.Stable.Revision], canary: o.Outcomes[st.Canary.Revision]}
 	started := o.Now
-	if prev.StartedAt != nil {
-		started = prev.StartedAt.Time
+	if st.StartedAt != nil {
+		started = st.StartedAt.Time
 	}
 	for _, rec := range o.Restarts {
-		if rec.Revision == prev.Canary.Revision && !rec.Time.Time.Before(started) {
+		if rec.Time.Time.Before(started) {
+			continue
+		}
+		switch rec.Revision {
+		case st.Canary.Revision:
 			v.restarts++
+		case st.Stable.Revision:
+			v.stableRestarts++
 		}
 	}
-	if o.Suspend {
-		v.evidence = "suspended: the canary waits"
+	if o.Paused {
+		v.evidence = "paused (the fleet is suspended or over its budget): the canary waits"
 		return v
 	}
 	if maxRestarts := int(ptr.Deref(a.MaxRestarts, 0)); v.restarts > maxRestarts {
@@ -268,25 +327,55 @@ func judgeCanary(o canaryObservation, prev *v1alpha1.RolloutStatus) canaryVerdic
 	}
 	rates := fmt.Sprintf("canary failure rate %s (%d of %d), stable %s (%d of %d)", pct(rate(v.canary)), v.canary.Failed, done,
 		pct(rate(v.stable)), v.stable.Failed, v.stable.Succeeded+v.stable.Failed)
+	inc := rate(v.canary) - rate(v.stable)
+	over := inc > maxIncrease+1e-9
 	if done >= int64(a.MinTasks) {
-		if inc := rate(v.canary) - rate(v.stable); inc > maxIncrease+1e-9 {
+		if over {
 			v.verdict, v.evidence = verdictAbort, fmt.Sprintf("%s: %+.1f points, more than maxFailureRateIncrease %s", rates, 100*inc, a.MaxFailureRateIncrease)
 			return v
 		}
-		v.verdict, v.evidence = verdictPromote, rates
-		return v
+		if len(a.Checks) == 0 {
+			v.verdict, v.evidence = verdictPromote, rates
+			return v
+		}
+		if len(o.Checks) == 0 {
+			v.runChecks, v.evidence = true, rates+"; running the checks"
+			return v
+		}
+		var pending []string
+		for _, c := range o.Checks {
+			if c.Err != "" {
+				pending = append(pending, fmt.Sprintf("check %s could not run: %s", c.Name, c.Err))
+				continue
+			}
+			if ok, err := checkPasses(c.Condition, c.Value); err != nil || !ok {
+				v.verdict, v.evidence = verdictAbort, fmt.Sprintf("%s; check %s: result %g, want %s", rates, c.Name, c.Value, c.Condition)
+				return v
+			}
+		}
+		if len(pending) == 0 {
+			v.verdict, v.evidence = verdictPromote, rates+"; every check passed"
+			return v
+		}
+		rates += "; " + strings.Join(pending, "; ")
+		v.recheck = checkRetry
 	}
 	deadline := started.Add(time.Duration(a.MaxDurationSeconds) * time.Second)
 	if !o.Now.Before(deadline) {
-		v.evidence = fmt.Sprintf("%d of minTasks %d tasks after maxDurationSeconds %d; %s", done, a.MinTasks, a.MaxDurationSeconds, rates)
+		v.evidence = fmt.Sprintf("no verdict after maxDurationSeconds %d (%d of minTasks %d tasks); %s", a.MaxDurationSeconds, done, a.MinTasks, rates)
 		v.verdict = verdictAbort
-		if a.OnTimeout == v1alpha1.CanaryPromote {
+		if a.OnTimeout == v1alpha1.CanaryPromote && !over {
 			v.verdict = verdictPromote
 		}
 		return v
 	}
-	v.evidence = fmt.Sprintf("%d of minTasks %d tasks; %s", done, a.MinTasks, rates)
-	v.recheck = deadline.Sub(o.Now)
+	v.evidence = rates
+	if done < int64(a.MinTasks) {
+		v.evidence = fmt.Sprintf("%d of minTasks %d tasks; %s", done, a.MinTasks, rates)
+	}
+	if until := deadline.Sub(o.Now); v.recheck == 0 || until < v.recheck {
+		v.recheck = until
+	}
 	return v
 }
 

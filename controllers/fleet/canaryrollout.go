@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
@@ -32,14 +33,26 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		}
 		existing = nil
 	}
+	budget, err := maxUnavailable(f)
+	if err != nil {
+		return err
+	}
 	o := canaryObservation{
-		Now: s.now, Strategy: f.Spec.Rollout.Strategy, Canary: f.CanarySettings(), Replicas: f.WorkerReplicas(), Suspend: f.Spec.Suspend,
-		Desired: s.built, Previous: f.Status.Rollout, Restarts: f.Status.RecentRestarts,
+		Now: s.now, Strategy: f.Spec.Rollout.Strategy, Canary: f.CanarySettings(), Replicas: f.WorkerReplicas(), MaxUnavailable: int32(budget),
+		Paused: f.Spec.Suspend || (s.budget != nil && s.budget.Pause), Desired: s.built, Previous: f.Status.Rollout, Restarts: f.Status.RecentRestarts,
 		Promote: f.Annotations[v1alpha1.AnnotationPromote],
 	}
 	if existing != nil && metav1IsControlledBy(existing, f) {
 		o.Stable = revisionStatus(existing, v1alpha1.WorkerGroup)
 		o.CanaryGroup = rayspecs.GroupHash(existing, v1alpha1.CanaryGroup)
+		for _, g := range existing.Spec.WorkerGroupSpecs {
+			switch g.GroupName {
+			case v1alpha1.WorkerGroup:
+				o.StableReplicas = ptr.Deref(g.Replicas, 0)
+			case v1alpha1.CanaryGroup:
+				o.CanaryReplicas = ptr.Deref(g.Replicas, 0)
+			}
+		}
 		pods, err := r.workerPods(ctx, existing)
 		if err != nil {
 			return err
@@ -66,6 +79,13 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		o.Outcomes = r.outcomes.follow(key, canaryID(o.Previous), seedOutcomes(o.Previous))
 	}
 	plan := planCanary(o)
+	if plan.RunChecks {
+		// The outcomes passed: the checks decide, once, at this step (a check that cannot run is
+		// tried again after checkRetry).
+		ro := plan.Status
+		o.Checks = runChecks(ctx, r.Checks, o.Canary.Analysis.Checks, f.Namespace, f.Name, ro.Canary.Revision, ro.Stable.Revision)
+		plan = planCanary(o)
+	}
 	if plan.Status != nil && plan.Status.Canary != nil && (plan.Status.Phase == v1alpha1.RolloutPhaseCanary || plan.Status.Phase == v1alpha1.RolloutPhaseWaitingForPromotion) {
 		r.outcomes.follow(key, canaryID(plan.Status), nil) // a canary that starts now counts from now
 	} else {
@@ -83,9 +103,9 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 	if existing == nil || (!plan.CanaryGroup && !plan.StableFromCluster && plan.StableReplicas == f.WorkerReplicas()) {
 		return nil // the layout rayspecs built
 	}
-	var stable *corev1.PodTemplateSpec
+	var stable *rayv1.WorkerGroupSpec
 	if plan.StableFromCluster {
-		stable = rayspecs.GroupTemplate(existing, v1alpha1.WorkerGroup)
+		stable = rayspecs.Group(existing, v1alpha1.WorkerGroup)
 	}
 	if err := rayspecs.CanaryLayout(desired, stable, plan.StableReplicas, plan.CanaryGroup, plan.CanaryReplicas); err != nil {
 		return err
@@ -125,14 +145,8 @@ func groupOf(p *corev1.Pod) string {
 	return v1alpha1.WorkerGroup
 }
 
-// canaryID names one canary: its revision and when it began.
-func canaryID(st *v1alpha1.RolloutStatus) string {
-	id := revisionOf(st.Canary)
-	if st.StartedAt != nil {
-		id += "@" + st.StartedAt.UTC().Format("20060102T150405")
-	}
-	return id
-}
+// canaryID names one canary (RolloutStatus.CanaryID).
+func canaryID(st *v1alpha1.RolloutStatus) string { return st.CanaryID() }
 
 // seedOutcomes are the outcomes a rollout status recorded, by revision: a new leader continues a
 // canary from them.

@@ -47,6 +47,8 @@ type Reconciler struct {
 	GPUFaultConditions []gpunode.FaultCondition
 	// Prices is where the GPU price table comes from; nil means cost.DefaultPrices.
 	Prices PriceSource
+	// Checks runs canaries' Prometheus checks (--prometheus-url); nil: none can run.
+	Checks CheckQuerier
 	// usage is the ledger of the agents' reported tasks and tokens (usage.go).
 	usage *usage.Ledger
 	// priceErr is the price table's last error, logged once (logPriceTable).

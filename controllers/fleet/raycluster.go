@@ -70,9 +70,13 @@ func (r *Reconciler) reconcileRayCluster(ctx context.Context, s *scope) error {
 	ctrl.LoggerFrom(ctx).Info("Updated RayCluster", "RayCluster", klog.KObj(updated), "change", change)
 	switch change {
 	case changeTemplate:
-		if rev := rayspecs.WorkerHash(updated); rev != rayspecs.WorkerHash(existing) {
+		canary := rayspecs.Group(updated, v1alpha1.CanaryGroup) != nil || rayspecs.Group(existing, v1alpha1.CanaryGroup) != nil
+		switch rev := rayspecs.WorkerHash(updated); {
+		case canary:
+			// A canary's layout: the canary phase tells its course in its own Events.
+		case rev != rayspecs.WorkerHash(existing):
 			r.event(f, corev1.EventTypeNormal, EventRayClusterUpdated, "Updated the template of RayCluster %s (revision %s): rolling the agent workers", updated.Name, rev)
-		} else {
+		default:
 			// The head's template, or what is not the workers' revision (their budget): no roll.
 			r.event(f, corev1.EventTypeNormal, EventRayClusterUpdated, "Updated RayCluster %s; the agent workers' revision %s is unchanged: no roll", updated.Name, rev)
 		}

@@ -47,15 +47,11 @@ var defaultMaxUnavailable = intstr.FromString("25%")
 // revert`) needs nothing special: the workers on the reverted-to revision are current again, and
 // those already rolled forward are the outdated ones.
 func planRollout(o rolloutObservation) (rolloutPlan, error) {
-	maxUnavailable := defaultMaxUnavailable
-	if o.MaxUnavailable != nil {
-		maxUnavailable = *o.MaxUnavailable
-	}
-	budget, err := intstr.GetScaledValueFromIntOrPercent(&maxUnavailable, int(o.Replicas), false)
+	budget, err := resolveMaxUnavailable(o.MaxUnavailable, o.Replicas)
 	if err != nil {
-		return rolloutPlan{}, fmt.Errorf("spec.rollout.maxUnavailable: %w", err)
+		return rolloutPlan{}, err
 	}
-	plan := rolloutPlan{Budget: max(budget, 1)}
+	plan := rolloutPlan{Budget: budget}
 
 	var readyOutdated, unreadyOutdated []string
 	available := 0
@@ -86,6 +82,25 @@ func planRollout(o rolloutObservation) (rolloutPlan, error) {
 	allowed := min(max(plan.Budget-unavailable, 0), len(readyOutdated))
 	plan.Delete = slices.Concat(unreadyOutdated, readyOutdated[:allowed])
 	return plan, nil
+}
+
+// resolveMaxUnavailable is rollout.maxUnavailable (nil: 25%) against replicas, rounded down, at
+// least 1.
+func resolveMaxUnavailable(v *intstr.IntOrString, replicas int32) (int, error) {
+	maxUnavailable := defaultMaxUnavailable
+	if v != nil {
+		maxUnavailable = *v
+	}
+	budget, err := intstr.GetScaledValueFromIntOrPercent(&maxUnavailable, int(replicas), false)
+	if err != nil {
+		return 0, fmt.Errorf("spec.rollout.maxUnavailable: %w", err)
+	}
+	return max(budget, 1), nil
+}
+
+// maxUnavailable is a fleet's resolved rollout.maxUnavailable.
+func maxUnavailable(f *v1alpha1.AgentFleet) (int, error) {
+	return resolveMaxUnavailable(f.Spec.Rollout.MaxUnavailable, f.WorkerReplicas())
 }
 
 // podReady reports whether a pod is Ready and not being deleted.

@@ -15,7 +15,7 @@ import (
 
 // Promote promotes the canary of a fleet that passed its analysis and waits for a person
 // (rollout.canary.autoPromote: false): it sets the annotation agentfleet.dev/promote to the canary's
-// revision, so that it promotes that canary and no later one. It refuses a fleet without a canary
+// revision and start (RolloutStatus.CanaryID), so that it promotes that canary and no other. It refuses a fleet without a canary
 // waiting, or with one still being judged, saying which.
 func Promote(ctx context.Context, c client.Client, key types.NamespacedName, w io.Writer) error {
 	var f v1alpha1.AgentFleet
@@ -34,7 +34,7 @@ func Promote(ctx context.Context, c client.Client, key types.NamespacedName, w i
 	case ro.Phase != v1alpha1.RolloutPhaseWaitingForPromotion:
 		return fmt.Errorf("agentfleet %s: the canary of revision %s is %s, not waiting for promotion", key, ro.Canary.Revision, ro.Phase)
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{v1alpha1.AnnotationPromote: ro.Canary.Revision}}})
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{v1alpha1.AnnotationPromote: ro.CanaryID()}}})
 	if err != nil {
 		return err
 	}
