@@ -323,8 +323,9 @@ fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
 
 BENCH_WORKERS ?= 1000
 .PHONY: bench
-bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus.
+bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; canary verdict latency and the API writes a canary adds at steady state; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus.
 	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
 	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
+	go run ./test/bench/canary --steady-for 60s
 	go run ./test/bench/gpuhealth --injections 10
 	go run ./test/bench/cost --fleets 500 --days 30 --interval 5m

@@ -31,7 +31,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -59,13 +61,14 @@ func main() {
 	steadyFor := flag.Duration("steady-for", 30*time.Second, "how long each steady state is measured")
 	timeout := flag.Duration("timeout", 45*time.Minute, "the whole run's deadline: every wait ends by then at the latest")
 	results := flag.String("results", "", "where the results go as JSON (default: bench/results/canary.json at the repository root)")
+	keepLogs := flag.Bool("keep-logs", false, "keep the cluster's folder (every part's log) after a run that succeeds too")
 	flag.Parse()
 	if *runs < 1 || *minTasks < 1 || *steadyFor <= 0 {
 		fmt.Fprintln(os.Stderr, "--runs and --min-tasks must be at least 1, --steady-for positive")
 		os.Exit(2)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-	err := run(ctx, *runs, *minTasks, *steadyFor, *results)
+	err := run(ctx, *runs, *minTasks, *steadyFor, *results, *keepLogs)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -106,7 +109,7 @@ type bench struct {
 	k8s client.WithWatch
 }
 
-func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resultsPath string) error {
+func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resultsPath string, keepLogs bool) (err error) {
 	if resultsPath == "" {
 		p, err := cluster.RepoPath("bench/results/canary.json")
 		if err != nil {
@@ -123,7 +126,15 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 	if err != nil {
 		return err
 	}
-	defer func() { _ = c.Stop() }()
+	defer func() {
+		// The logs an error names stay.
+		if err == nil && !keepLogs {
+			_ = c.Stop()
+			return
+		}
+		_ = c.StopKeepingLogs()
+		fmt.Fprintf(os.Stderr, "the cluster's logs are in %s\n", c.Dir)
+	}()
 	buildCtx, cancelBuild := context.WithTimeout(ctx, buildTimeout)
 	defer cancelBuild()
 	manager, err := c.BuildOperator(buildCtx)
@@ -167,8 +178,8 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 			return fmt.Errorf("canary %d: %w", i+1, err)
 		}
 		res.Verdict.Runs = append(res.Verdict.Runs, r)
-		fmt.Printf("  canary %d: %6.0f ms   (canary tasks at the verdict: %d; canary began %.1f s after the change; promoted %.1f s after the verdict)\n",
-			i+1, r.LatencyMs, r.CanaryTasksAtVerdict, r.ChangeToCanaryS, r.VerdictToPromotedS)
+		fmt.Printf("  canary %d: %6.0f ms   (canary tasks at the verdict: %d; canary began %.0f ms after the change; promoted %.1f s after the verdict)\n",
+			i+1, r.LatencyMs, r.CanaryTasksAtVerdict, 1000*r.ChangeToCanaryS, r.VerdictToPromotedS)
 	}
 	var lat []float64
 	for _, r := range res.Verdict.Runs {
@@ -177,7 +188,7 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 	res.Verdict.P50Ms, res.Verdict.P99Ms, res.Verdict.MaxMs = pct(lat, 50), pct(lat, 99), pct(lat, 100)
 	fmt.Printf("  p50 %6.0f ms   p99 %6.0f ms   max %6.0f ms   (n=%d)\n", res.Verdict.P50Ms, res.Verdict.P99Ms, res.Verdict.MaxMs, len(lat))
 
-	fmt.Printf("\nSteady state: %d agents heartbeating every %s and stepping every second, finishing no task; measured for %s after %s (goal: 0 API writes/s)\n",
+	fmt.Printf("\nSteady state: %d agents heartbeating every %s and stepping every second, finishing no task; measured for %s, %s after the Leases of workers gone were cleaned up (goal: 0 API writes/s)\n",
 		replicas, interval, steadyFor, settle)
 	a.mode.Store(modeSteady)
 	baseline, err := b.steady(ctx, a, steadyFor)
@@ -194,6 +205,7 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 		fmt.Printf("  %-28s %12s %12s\n", name, fmt.Sprintf(format, v(baseline)), fmt.Sprintf(format, v(during)))
 	}
 	row("operator API writes/s", "%.2f", func(p steadyPhase) float64 { return p.APIWritesPerS })
+	row("  besides status.usage/s", "%.2f", func(p steadyPhase) float64 { return p.APIWritesBesidesUsagePerS })
 	for _, m := range []string{"PATCH", "PUT", "POST", "DELETE"} {
 		row("  "+m+"/s", "%.2f", func(p steadyPhase) float64 { return p.APIWritesByMethodPerS[m] })
 	}
@@ -201,8 +213,13 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 	row("reconciles/s (agentfleet)", "%.2f", func(p steadyPhase) float64 { return p.ReconcilesPerS })
 	row("operator CPU, % of one core", "%.1f", func(p steadyPhase) float64 { return p.CPUPercent })
 	row("agent Lease writes/s", "%.2f", func(p steadyPhase) float64 { return p.AgentWritesPerS })
-	fmt.Printf("  the canary adds %+.2f operator API writes/s and %+.2f reconciles/s (phase %s throughout)\n",
-		during.APIWritesPerS-baseline.APIWritesPerS, during.ReconcilesPerS-baseline.ReconcilesPerS, during.Phase)
+	row("AgentFleet changes", "%.0f", func(p steadyPhase) float64 { return float64(p.FleetWrites) })
+	row("  of which status.usage only", "%.0f", func(p steadyPhase) float64 { return float64(p.UsageRefreshes) })
+	// status.usage is refreshed once a minute while the fleet shows use, with or without a canary:
+	// one window may hold a refresh that the other does not.
+	fmt.Printf("  the canary adds %+.2f operator API writes/s besides status.usage refreshes (%+.2f in all) and %+.2f reconciles/s (phase %s throughout)\n",
+		during.APIWritesBesidesUsagePerS-baseline.APIWritesBesidesUsagePerS, during.APIWritesPerS-baseline.APIWritesPerS,
+		during.ReconcilesPerS-baseline.ReconcilesPerS, during.Phase)
 
 	if err := res.write(resultsPath); err != nil {
 		return err
@@ -452,10 +469,16 @@ type steadyPhase struct {
 	Phase                 string             `json:"rolloutPhase"`
 	APIWritesPerS         float64            `json:"operatorAPIWritesPerSecond"`
 	APIWritesByMethodPerS map[string]float64 `json:"operatorAPIWritesByMethodPerSecond"`
-	APIReadsPerS          float64            `json:"operatorAPIReadsPerSecond"`
-	ReconcilesPerS        float64            `json:"reconcilesPerSecond"`
-	CPUPercent            float64            `json:"operatorCPUPercentOfOneCore"`
-	AgentWritesPerS       float64            `json:"agentLeaseWritesPerSecond"`
+	// APIWritesBesidesUsagePerS leaves out one write per status.usage refresh seen.
+	APIWritesBesidesUsagePerS float64 `json:"operatorAPIWritesBesidesUsageRefreshesPerSecond"`
+	APIReadsPerS              float64 `json:"operatorAPIReadsPerSecond"`
+	ReconcilesPerS            float64 `json:"reconcilesPerSecond"`
+	CPUPercent                float64 `json:"operatorCPUPercentOfOneCore"`
+	AgentWritesPerS           float64 `json:"agentLeaseWritesPerSecond"`
+	// FleetWrites are the changes of the AgentFleet a watch saw, of which UsageRefreshes changed
+	// only status.usage (refreshed once a minute while the fleet shows use).
+	FleetWrites    int `json:"fleetWrites"`
+	UsageRefreshes int `json:"usageRefreshes"`
 }
 
 // steadyCanary starts a canary that cannot reach its verdict and measures the steady state during it.
@@ -518,9 +541,17 @@ func (b *bench) steadyCanary(ctx context.Context, key client.ObjectKey, a *agent
 	return p, nil
 }
 
-// steady waits for things to settle, then measures the operator and the agents for steadyFor.
+// steady waits for things to settle (the Leases of workers gone deleted, then settle), then
+// measures the operator and the agents for steadyFor.
 func (b *bench) steady(ctx context.Context, a *agents, steadyFor time.Duration) (steadyPhase, error) {
+	if err := b.leasesCleaned(ctx, a.key); err != nil {
+		return steadyPhase{}, err
+	}
 	if err := sleep(ctx, settle); err != nil {
+		return steadyPhase{}, err
+	}
+	fleetWrites, err := b.countFleetWrites(ctx, a.key)
+	if err != nil {
 		return steadyPhase{}, err
 	}
 	writes0 := a.writes()
@@ -548,11 +579,106 @@ func (b *bench) steady(ctx context.Context, a *agents, steadyFor time.Duration) 
 	for _, m := range []string{"PATCH", "PUT", "POST", "DELETE"} {
 		p.APIWritesByMethodPerS[m] = (m1.requests[m] - m0.requests[m]) / secs
 	}
+	if p.FleetWrites, p.UsageRefreshes, err = fleetWrites(); err != nil {
+		return steadyPhase{}, err
+	}
+	p.APIWritesBesidesUsagePerS = max(0, m1.requests["write"]-m0.requests["write"]-float64(p.UsageRefreshes)) / secs
 	f := &v1alpha1.AgentFleet{}
 	if err := b.k8s.Get(ctx, a.key, f); err == nil && f.Status.Rollout != nil {
 		p.Phase = string(f.Status.Rollout.Phase)
 	}
 	return p, nil
+}
+
+// leasesCleaned waits until every heartbeat Lease of the fleet is a live worker's: the operator
+// deletes a gone worker's Lease once it is older than the progress deadline, a write that follows
+// every rollout by that much and is no part of a steady state.
+func (b *bench) leasesCleaned(ctx context.Context, key client.ObjectKey) error {
+	var state string
+	err := wait.PollUntilContextTimeout(ctx, readyEvery, readyTimeout, true, func(ctx context.Context) (bool, error) {
+		pods, err := b.pods(ctx, key)
+		if err != nil {
+			state = err.Error()
+			return false, nil //nolint:nilerr // retried until the deadline, whose error names it
+		}
+		var leases coordinationv1.LeaseList
+		if err := b.k8s.List(ctx, &leases, client.InNamespace(key.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: key.Name}); err != nil {
+			state = err.Error()
+			return false, nil //nolint:nilerr // retried until the deadline, whose error names it
+		}
+		live := map[string]bool{}
+		for i := range pods {
+			live[pods[i].Name] = true
+		}
+		var gone []string
+		for _, l := range leases.Items {
+			if !live[l.Name] {
+				gone = append(gone, l.Name)
+			}
+		}
+		state = fmt.Sprintf("Leases of workers gone: %v", gone)
+		return len(gone) == 0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the heartbeat Leases of %s not cleaned up within %s (%s; operator log: %s): %w", key, readyTimeout, state, b.c.LogPath("agentfleet-operator"), err)
+	}
+	return nil
+}
+
+// countFleetWrites watches the fleet and counts its changes until the returned function is called,
+// which returns them: all, and those that changed status.usage alone.
+func (b *bench) countFleetWrites(ctx context.Context, key client.ObjectKey) (func() (all, usage int, err error), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var fleets v1alpha1.AgentFleetList
+	w, err := b.k8s.Watch(ctx, &fleets, client.InNamespace(key.Namespace), client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", key.Name)})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watching AgentFleet %s: %w", key, err)
+	}
+	var mu sync.Mutex
+	var all, usage int
+	ended := false
+	go func() {
+		defer func() {
+			mu.Lock()
+			ended = true
+			mu.Unlock()
+		}()
+		var prev *v1alpha1.AgentFleet // the first event is the fleet as it is: the baseline
+		for ev := range w.ResultChan() {
+			f, ok := ev.Object.(*v1alpha1.AgentFleet)
+			if !ok {
+				continue
+			}
+			if prev != nil && f.ResourceVersion != prev.ResourceVersion {
+				mu.Lock()
+				all++
+				if equality.Semantic.DeepEqual(withoutUsage(prev), withoutUsage(f)) {
+					usage++
+				}
+				mu.Unlock()
+			}
+			prev = f
+		}
+	}()
+	return func() (int, int, error) {
+		mu.Lock()
+		watchEnded, n, u := ended, all, usage
+		mu.Unlock()
+		cancel()
+		w.Stop()
+		if watchEnded {
+			return 0, 0, fmt.Errorf("the watch of AgentFleet %s ended while counting its changes", key)
+		}
+		return n, u, nil
+	}, nil
+}
+
+// withoutUsage is the fleet without what a status.usage refresh changes.
+func withoutUsage(f *v1alpha1.AgentFleet) *v1alpha1.AgentFleet {
+	c := f.DeepCopy()
+	c.ResourceVersion, c.ManagedFields, c.Status.Usage = "", nil, nil
+	return c
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -633,7 +759,7 @@ func (b *bench) agentClient(ctx context.Context, ns, fleet string) (kubernetes.I
 		return lastErr == nil, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("no token of the fleet's worker ServiceAccount %s/%s within %s (last: %v): %w", ns, sa, readyTimeout, lastErr, err)
+		return nil, fmt.Errorf("no token of the fleet's worker ServiceAccount %s/%s within %s (last: %w): %w", ns, sa, readyTimeout, lastErr, err)
 	}
 	cfg.QPS, cfg.Burst, cfg.Timeout = 1000, 2000, agentTimeout
 	return kubernetes.NewForConfig(cfg)
