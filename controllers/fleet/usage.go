@@ -111,7 +111,7 @@ func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, del
 	}
 	if deleted {
 		r.taskTimers.stop(client.ObjectKeyFromObject(lease))
-	} else if f != nil && r.leaseWakes(ctx, f, old, lease, now) {
+	} else if f != nil && r.leaseWakes(ctx, f, old, lease, inc, now) {
 		r.wakeFleet(f)
 	}
 }
@@ -176,7 +176,7 @@ func canaryRevision(f *v1alpha1.AgentFleet) string {
 // leaseWakes says whether a Lease's change calls for its fleet's reconcile now (renewals mostly do
 // not: leaseToFleet wakes it for loops and new or deleted Leases). A task that starts under a
 // duration budget sets a timer for the moment it would pass it, not a reconcile now.
-func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old any, lease *coordinationv1.Lease, now time.Time) bool {
+func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old any, lease *coordinationv1.Lease, inc usage.Counts, now time.Time) bool {
 	b := f.Spec.Budgets
 	if b == nil || f.Spec.Health.Heartbeat == nil {
 		return false
@@ -204,7 +204,7 @@ func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old
 			return true
 		}
 	}
-	if limit := b.MaxTokensPerHour; limit != nil && !meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded) {
+	if limit := b.MaxTokensPerHour; limit != nil && inc.TokensIn+inc.TokensOut > 0 && !meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded) {
 		return fleetWindows.Sum(client.ObjectKeyFromObject(f), now, usage.Hour).Tokens() > *limit
 	}
 	return false

@@ -104,7 +104,8 @@ func (w *Windows) Buckets(fleet types.NamespacedName, now time.Time) []Bucket {
 }
 
 // Sum is a fleet's use within d before now (the minute of now included), as Sum of its Buckets,
-// without copying them.
+// reading only the minutes of the window (a Lease event asks for the last hour's tokens: 61 minutes,
+// not the day's ring).
 func (w *Windows) Sum(fleet types.NamespacedName, now time.Time, d time.Duration) Use {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -113,8 +114,12 @@ func (w *Windows) Sum(fleet types.NamespacedName, now time.Time, d time.Duration
 	if r == nil {
 		return u
 	}
-	for i := range r.at {
-		if r.use[i] != (Use{}) && within(time.Unix(r.at[i]*60, 0), now, d) {
+	nowMinute := now.Unix() / 60
+	for m := nowMinute; m > nowMinute-int64(slots); m-- {
+		if !within(time.Unix(m*60, 0), now, d) {
+			break
+		}
+		if i := int(m % int64(slots)); r.at[i] == m {
 			u = u.Plus(r.use[i])
 		}
 	}
