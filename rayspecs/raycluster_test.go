@@ -402,3 +402,43 @@ func TestDashboardEnv(t *testing.T) {
 		t.Error("the dashboard settings changed the worker hash: a change of them would roll every agent")
 	}
 }
+
+// A canary's layout: the stable group as the RayCluster has it (template, Ray labels, start
+// parameters) at its replicas, the built group as agents-canary at its own; the template hash covers
+// the layout, not the replicas.
+func TestCanaryLayout(t *testing.T) {
+	old := build(t, fleet().Heartbeat(10, 60, 20, 500).Obj(), rayspecs.Inputs{})
+	changed := fleet().Heartbeat(10, 60, 20, 500).Mutate(func(f *v1alpha1.AgentFleet) { f.Spec.Model.Version = "2026-01-01" }).Obj()
+	built := build(t, changed, rayspecs.Inputs{})
+	stable := rayspecs.Group(old, v1alpha1.WorkerGroup)
+	rc := built.DeepCopy()
+	if err := rayspecs.CanaryLayout(rc, stable, 3, true, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rc.Spec.WorkerGroupSpecs); n != 2 {
+		t.Fatalf("%d worker groups, want 2", n)
+	}
+	s, c := rc.Spec.WorkerGroupSpecs[0], rc.Spec.WorkerGroupSpecs[1]
+	if s.GroupName != v1alpha1.WorkerGroup || c.GroupName != v1alpha1.CanaryGroup {
+		t.Errorf("groups %s, %s", s.GroupName, c.GroupName)
+	}
+	if diff := cmp.Diff(stable.Template, s.Template); diff != "" {
+		t.Errorf("the stable group's template is not the RayCluster's (-want +got):\n%s", diff)
+	}
+	if s.Labels[v1alpha1.LabelModelVersion] != "2025-09-29" || c.Labels[v1alpha1.LabelModelVersion] != "2026-01-01" {
+		t.Errorf("Ray labels: stable %v, canary %v: each group its own revision's", s.Labels, c.Labels)
+	}
+	if *s.Replicas != 3 || *s.MinReplicas != 3 || *s.MaxReplicas != 3 || *c.Replicas != 1 || *c.MinReplicas != 1 || *c.MaxReplicas != 1 {
+		t.Errorf("replicas: stable %d, canary %d", *s.Replicas, *c.Replicas)
+	}
+	if rayspecs.GroupHash(rc, v1alpha1.CanaryGroup) != rayspecs.WorkerHash(built) {
+		t.Error("the canary group does not run the revision built")
+	}
+	hash, err := rayspecs.TemplateHash(&rc.Spec)
+	if err != nil || rc.Annotations[v1alpha1.AnnotationTemplateHash] != hash {
+		t.Errorf("template hash annotation %s, of the layout %s (%v)", rc.Annotations[v1alpha1.AnnotationTemplateHash], hash, err)
+	}
+	if err := rayspecs.CanaryLayout(rc, nil, 4, false, 0); err == nil {
+		t.Error("laying out a cluster already laid out: no error")
+	}
+}
