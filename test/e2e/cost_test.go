@@ -361,6 +361,17 @@ func TestCostReport(t *testing.T) {
 			t.Errorf("no bar for %s in the rendered chart (bars: %v)", group, bars)
 		}
 	}
+	// The cost per succeeded task, by day: a point for the L4 fleet, whose agents finished tasks, none
+	// for the H100 fleet, which ran none.
+	points := map[string]bool{}
+	for _, circle := range regexp.MustCompile(`<circle[^>]*>`).FindAllString(dom, -1) {
+		if g := regexp.MustCompile(`data-group="([^"]*)"`).FindStringSubmatch(circle); g != nil && strings.Contains(circle, `class="point"`) {
+			points[g[1]] = true
+		}
+	}
+	if !points[ns+"/l4-coders"] || points[ns+"/h100-reviewers"] {
+		t.Errorf("cost-per-task points %v: want one for %s/l4-coders and none for %s/h100-reviewers", points, ns, ns)
+	}
 }
 
 func fmtPtr(v *float64) string {
