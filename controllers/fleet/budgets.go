@@ -55,9 +55,9 @@ func (r *Reconciler) decideBudget(ctx context.Context, s *scope) error {
 	was := meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionBudgetExceeded)
 	switch {
 	case v.Exceeded && !was:
-		r.event(f, corev1.EventTypeWarning, EventBudgetExceeded, "%s", v.Evidence)
+		r.eventAfterStatus(s, corev1.EventTypeWarning, EventBudgetExceeded, "%s", v.Evidence)
 	case !v.Exceeded && was && v.Budgeted:
-		r.event(f, corev1.EventTypeNormal, EventWithinBudget, "The fleet is within its budgets again")
+		r.eventAfterStatus(s, corev1.EventTypeNormal, EventWithinBudget, "The fleet is within its budgets again")
 	}
 	return nil
 }

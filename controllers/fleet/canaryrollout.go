@@ -98,7 +98,7 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		if plan.EventWarning {
 			eventType = corev1.EventTypeWarning
 		}
-		r.event(f, eventType, plan.EventReason, "%s", plan.Message)
+		r.eventAfterStatus(s, eventType, plan.EventReason, "%s", plan.Message)
 	}
 	if existing == nil || (!plan.CanaryGroup && !plan.StableFromCluster && plan.StableReplicas == f.WorkerReplicas()) {
 		return nil // the layout rayspecs built

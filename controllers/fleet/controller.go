@@ -98,6 +98,10 @@ type scope struct {
 	// rolloutStatus is status.rollout as decided (rolloutDecided: the canary phase ran).
 	rolloutStatus  *v1alpha1.RolloutStatus
 	rolloutDecided bool
+	// afterStatus are the Events of what this reconcile decided that the status records (a budget
+	// crossed, a canary's phase): sent once the status says so, so that a pass whose status is not
+	// written (a conflict) does not tell it twice.
+	afterStatus []func()
 
 	requeueAfter time.Duration
 }
@@ -174,6 +178,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 	}
 	statusErr := r.writeStatus(ctx, s, err)
+	if statusErr == nil {
+		for _, send := range s.afterStatus {
+			send()
+		}
+	}
 	recordFleetMetrics(s.fleet, r.meterGPUs(ctx, s))
 	r.declareUsageSeries(ctx, s.fleet)
 	if statusErr != nil {
@@ -208,6 +217,12 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 		return fmt.Errorf("writing the status of %s: %w", klog.KObj(s.fleet), err)
 	}
 	return nil
+}
+
+// eventAfterStatus sends an Event once the reconcile's status is written (scope.afterStatus).
+func (r *Reconciler) eventAfterStatus(s *scope, eventType, reason, format string, args ...any) {
+	f := s.fleet
+	s.afterStatus = append(s.afterStatus, func() { r.event(f, eventType, reason, format, args...) })
 }
 
 func (r *Reconciler) event(f *v1alpha1.AgentFleet, eventType, reason, format string, args ...any) {
