@@ -36,7 +36,11 @@
 // package of the main module would bring the main module's go.mod into every agent's build.
 package heartbeat
 
-import "time"
+import (
+	"strconv"
+	"strings"
+	"time"
+)
 
 // LabelFleet names the fleet on each worker's heartbeat Lease (and on everything else the operator
 // makes for the fleet).
@@ -126,3 +130,13 @@ const (
 	EnvMaxTaskSeconds   = "AGENTFLEET_MAX_TASK_SECONDS"
 	EnvMaxTaskCost      = "AGENTFLEET_MAX_TASK_COST"
 )
+
+// ParseCount reads one of the counts of a heartbeat Lease (a decimal integer, 0 or more), and whether
+// it is one: absent, malformed and negative counts are not.
+func ParseCount(value string) (int64, bool) {
+	n, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}

@@ -36,8 +36,7 @@ func (r *Reconciler) decideBudget(ctx context.Context, s *scope) error {
 	f := s.fleet
 	key := client.ObjectKeyFromObject(f)
 	fleetWindows.Seed(key, func(add func(time.Time, usage.Use)) { seedFromStatus(f.Status.Usage, s.now, add) })
-	prices, err := r.priceSource().Prices(ctx)
-	r.logPriceTable(ctx, err)
+	prices, _ := r.scopePrices(ctx, s)
 	buckets := fleetWindows.Buckets(key, s.now)
 	var unpriced []string
 	if _, _, ok := prices.TokenMillion(f.Spec.Model.Name); !ok && usage.Sum(buckets, s.now, usage.Day).Tokens() > 0 {
@@ -70,8 +69,7 @@ func (r *Reconciler) observeUsage(ctx context.Context, s *scope) {
 		return // not decided: the status keeps what it said
 	}
 	f := s.fleet
-	prices, err := r.priceSource().Prices(ctx)
-	r.logPriceTable(ctx, err)
+	prices, _ := r.scopePrices(ctx, s)
 	hours := usage.Hours(fleetWindows.Buckets(client.ObjectKeyFromObject(f), s.now))
 	s.usage = usageStatus(f.Status.Usage, *s.budget, hours, s.now, prices.Currency, unpricedUse(s, prices))
 	holdsGPUs := len(cost.Allocation(s.pods, s.gpuNodes.products, f.Spec.Worker.GPUProduct)) > 0

@@ -51,7 +51,7 @@ type canaryObservation struct {
 	Restarts []v1alpha1.RestartRecord
 	// Checks are the results of the canary's checks, when they were run (runChecks).
 	Checks []checkResult
-	// Promote is the canary the annotation agentfleet.dev/promote names (canaryID; "" none).
+	// Promote is the canary the annotation agentfleet.dev/promote names (RolloutStatus.CanaryID; "" none).
 	Promote string
 }
 
@@ -194,7 +194,7 @@ func planCanary(o canaryObservation) canaryPlan {
 	plan.RecheckAfter, plan.RunChecks = v.recheck, v.runChecks
 	switch v.verdict {
 	case verdictPromote:
-		if !ptr.Deref(o.Canary.AutoPromote, true) && o.Promote != canaryID(plan.Status) {
+		if !ptr.Deref(o.Canary.AutoPromote, true) && o.Promote != plan.Status.CanaryID() {
 			if prev.Phase != v1alpha1.RolloutPhaseWaitingForPromotion {
 				plan.EventReason, plan.Message = EventCanaryPassed, fmt.Sprintf("Canary of revision %s passed (%s): waiting for `agentfleet promote`", o.Desired.Revision, v.evidence)
 			}

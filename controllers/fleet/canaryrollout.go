@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -42,7 +43,7 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		Paused: f.Spec.Suspend || (s.budget != nil && s.budget.Pause), Desired: s.built, Previous: f.Status.Rollout, Restarts: f.Status.RecentRestarts,
 		Promote: f.Annotations[v1alpha1.AnnotationPromote],
 	}
-	if existing != nil && metav1IsControlledBy(existing, f) {
+	if existing != nil && metav1.IsControlledBy(existing, f) {
 		o.Stable = revisionStatus(existing, v1alpha1.WorkerGroup)
 		o.CanaryGroup = rayspecs.GroupHash(existing, v1alpha1.CanaryGroup)
 		for _, g := range existing.Spec.WorkerGroupSpecs {
@@ -53,9 +54,13 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 				o.CanaryReplicas = ptr.Deref(g.Replicas, 0)
 			}
 		}
-		pods, err := r.workerPods(ctx, existing)
-		if err != nil {
-			return err
+		// The pods are counted only for a fleet with a canary, now or before (its pods may outlive
+		// their group); a fleet that never ran one lists its pods once per reconcile, in observeWorkers.
+		var pods []corev1.Pod
+		if o.Strategy == v1alpha1.RolloutCanary || o.CanaryGroup != "" || o.Previous != nil {
+			if pods, err = r.workerPods(ctx, existing); err != nil {
+				return err
+			}
 		}
 		for i := range pods {
 			p := &pods[i]
@@ -76,7 +81,7 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		}
 	}
 	if o.Strategy == v1alpha1.RolloutCanary && o.Previous != nil && o.Previous.Canary != nil {
-		o.Outcomes = r.outcomes.follow(key, canaryID(o.Previous), seedOutcomes(o.Previous))
+		o.Outcomes = r.outcomes.follow(key, o.Previous.CanaryID(), seedOutcomes(o.Previous))
 	}
 	plan := planCanary(o)
 	if plan.RunChecks {
@@ -87,7 +92,7 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		plan = planCanary(o)
 	}
 	if plan.Status != nil && plan.Status.Canary != nil && (plan.Status.Phase == v1alpha1.RolloutPhaseCanary || plan.Status.Phase == v1alpha1.RolloutPhaseWaitingForPromotion) {
-		r.outcomes.follow(key, canaryID(plan.Status), nil) // a canary that starts now counts from now
+		r.outcomes.follow(key, plan.Status.CanaryID(), nil) // a canary that starts now counts from now
 	} else {
 		r.outcomes.forget(key)
 	}
@@ -113,15 +118,6 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 	return nil
 }
 
-func metav1IsControlledBy(rc *rayv1.RayCluster, f *v1alpha1.AgentFleet) bool {
-	for _, ref := range rc.OwnerReferences {
-		if ref.Controller != nil && *ref.Controller && ref.UID == f.UID {
-			return true
-		}
-	}
-	return false
-}
-
 // revisionStatus is what a worker group's template runs.
 func revisionStatus(rc *rayv1.RayCluster, group string) v1alpha1.RevisionStatus {
 	t := rayspecs.GroupTemplate(rc, group)
@@ -144,9 +140,6 @@ func groupOf(p *corev1.Pod) string {
 	}
 	return v1alpha1.WorkerGroup
 }
-
-// canaryID names one canary (RolloutStatus.CanaryID).
-func canaryID(st *v1alpha1.RolloutStatus) string { return st.CanaryID() }
 
 // seedOutcomes are the outcomes a rollout status recorded, by revision: a new leader continues a
 // canary from them.
@@ -228,7 +221,7 @@ func (o *revisionOutcomes) add(fleet types.NamespacedName, worker, revision stri
 	return revision
 }
 
-// canaryRevision is the revision a followed fleet's canary runs ("" when not followed).
+// followed says whether a fleet's outcomes are counted by revision (it has a canary).
 func (o *revisionOutcomes) followed(fleet types.NamespacedName) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -27,6 +27,7 @@ import (
 	"github.com/agentfleet/agentfleet/controllers/gpunode"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/controllers/usage"
+	"github.com/agentfleet/agentfleet/internal/cost"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -102,6 +103,10 @@ type scope struct {
 	// crossed, a canary's phase): sent once the status says so, so that a pass whose status is not
 	// written (a conflict) does not tell it twice.
 	afterStatus []func()
+	// prices is the price table, read once per reconcile (scopePrices).
+	prices     cost.Prices
+	pricesErr  error
+	pricesRead bool
 
 	requeueAfter time.Duration
 }
@@ -184,7 +189,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 	}
 	recordFleetMetrics(s.fleet, r.meterGPUs(ctx, s))
-	r.declareUsageSeries(ctx, s.fleet)
+	prices, _ := r.scopePrices(ctx, s)
+	declareUsageSeries(s.fleet, prices)
 	if statusErr != nil {
 		if apierrors.IsConflict(statusErr) && err == nil {
 			log.V(1).Info("Conflict writing the status; requeueing")

@@ -322,8 +322,7 @@ func (m *gpuMeter) Collect(ch chan<- prometheus.Metric) {
 // counted, and priced by the last valid table.
 func (r *Reconciler) meterGPUs(ctx context.Context, s *scope) map[string]int32 {
 	log := ctrl.LoggerFrom(ctx)
-	prices, err := r.priceSource().Prices(ctx)
-	r.logPriceTable(ctx, err)
+	prices, err := r.scopePrices(ctx, s)
 	pods := s.pods
 	if pods == nil {
 		// A phase blocked or failed before the workers were observed (a dependency not ready, a
@@ -371,6 +370,23 @@ func (r *Reconciler) logPriceTable(ctx context.Context, err error) {
 	default:
 		ctrl.LoggerFrom(ctx).Info("The GPU price table reads again")
 	}
+}
+
+// prices is the price table in force, and why the configured one cannot be read (logged once per
+// change).
+func (r *Reconciler) prices(ctx context.Context) (cost.Prices, error) {
+	p, err := r.priceSource().Prices(ctx)
+	r.logPriceTable(ctx, err)
+	return p, err
+}
+
+// scopePrices is the price table of a reconcile, read once for all its phases.
+func (r *Reconciler) scopePrices(ctx context.Context, s *scope) (cost.Prices, error) {
+	if !s.pricesRead {
+		s.prices, s.pricesErr = r.prices(ctx)
+		s.pricesRead = true
+	}
+	return s.prices, s.pricesErr
 }
 
 func (r *Reconciler) priceSource() PriceSource {

@@ -62,7 +62,8 @@ func (r *Reconciler) reconcileHealth(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
-	taskBudget, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
+	prices, _ := r.scopePrices(ctx, s)
+	taskBudget, err := supervisor.TaskBudgetOf(f, tokenPrice(prices, f.Spec.Model.Name))
 	if err != nil {
 		// The fleet's error, not the reconcile's (the CRD's pattern makes it unreachable).
 		s.block(blocker{reason: v1alpha1.ReasonInvalidSpec, message: err.Error(), degraded: true, stalled: true})

@@ -21,6 +21,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 	"github.com/agentfleet/agentfleet/controllers/usage"
+	"github.com/agentfleet/agentfleet/internal/cost"
 )
 
 // The ledger of what the agents report on their heartbeat Leases (controllers/usage): tasks by
@@ -132,8 +133,7 @@ func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, 
 		}
 		tokensTotal.WithLabelValues(ns, fleet, model, "in").Add(float64(inc.TokensIn))
 		tokensTotal.WithLabelValues(ns, fleet, model, "out").Add(float64(inc.TokensOut))
-		prices, err := r.priceSource().Prices(ctx)
-		r.logPriceTable(ctx, err)
+		prices, _ := r.prices(ctx)
 		if in, out, ok := prices.TokenMillion(model); ok {
 			cin, cout := float64(inc.TokensIn)*in/1e6, float64(inc.TokensOut)*out/1e6
 			tokenCostTotal.WithLabelValues(ns, fleet, model, "in", prices.Currency).Add(cin)
@@ -193,7 +193,8 @@ func (r *Reconciler) leaseWakes(ctx context.Context, f *v1alpha1.AgentFleet, old
 		}
 	}
 	if b.MaxTokens != nil || b.MaxCost != "" {
-		tb, err := supervisor.TaskBudgetOf(f, r.tokenPrice(ctx, f))
+		prices, _ := r.prices(ctx)
+		tb, err := supervisor.TaskBudgetOf(f, tokenPrice(prices, f.Spec.Model.Name))
 		tb.MaxDuration = 0 // timed above
 		over := func(l *coordinationv1.Lease) bool {
 			_, _, o := supervisor.OverTaskBudget(l, tb, now, nil)
@@ -280,26 +281,22 @@ func (r *Reconciler) wakeFleet(f *v1alpha1.AgentFleet) {
 	}
 }
 
-// tokenPrice is the price of a fleet's model in the table now.
-func (r *Reconciler) tokenPrice(ctx context.Context, f *v1alpha1.AgentFleet) supervisor.TokenPrice {
-	prices, err := r.priceSource().Prices(ctx)
-	r.logPriceTable(ctx, err)
-	in, out, ok := prices.TokenMillion(f.Spec.Model.Name)
+// tokenPrice is the price of a model in a price table.
+func tokenPrice(prices cost.Prices, model string) supervisor.TokenPrice {
+	in, out, ok := prices.TokenMillion(model)
 	return supervisor.TokenPrice{In: in, Out: out, Currency: prices.Currency, Priced: ok}
 }
 
 // declareUsageSeries makes a fleet's task and token series exist, at 0, from its first reconcile:
 // Prometheus' increase() cannot count what a counter gained before its first scrape, so a series
 // born with its first tasks would lose them.
-func (r *Reconciler) declareUsageSeries(ctx context.Context, f *v1alpha1.AgentFleet) {
+func declareUsageSeries(f *v1alpha1.AgentFleet, prices cost.Prices) {
 	ns, name := f.Namespace, f.Name
 	tasksTotal.WithLabelValues(ns, name, "succeeded")
 	tasksTotal.WithLabelValues(ns, name, "failed")
 	if f.Spec.Health.Heartbeat == nil || f.Spec.Model.Name == "" {
 		return
 	}
-	prices, err := r.priceSource().Prices(ctx)
-	r.logPriceTable(ctx, err)
 	_, _, priced := prices.TokenMillion(f.Spec.Model.Name)
 	for _, direction := range []string{"in", "out"} {
 		tokensTotal.WithLabelValues(ns, name, f.Spec.Model.Name, direction)

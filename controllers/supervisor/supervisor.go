@@ -433,13 +433,13 @@ func OverTaskBudget(lease *coordinationv1.Lease, tb TaskBudget, now time.Time, r
 		renewed = lease.Spec.RenewTime.Time
 	}
 	working := a[heartbeatapi.AnnotationState] == heartbeatapi.StateWorking
-	taskTokens, reported := count(a[heartbeatapi.AnnotationTaskTokens])
+	taskTokens, reported := heartbeatapi.ParseCount(a[heartbeatapi.AnnotationTaskTokens])
 	if tb.MaxTokens > 0 && reported && taskTokens > tb.MaxTokens {
 		return fmt.Sprintf("%d tokens in one task (limit %d)", taskTokens, tb.MaxTokens), renewed, true
 	}
 	if tb.MaxCost > 0 && tb.Price.Priced && reported && taskTokens > 0 {
-		in, _ := count(a[heartbeatapi.AnnotationTokensIn])
-		out, _ := count(a[heartbeatapi.AnnotationTokensOut])
+		in, _ := heartbeatapi.ParseCount(a[heartbeatapi.AnnotationTokensIn])
+		out, _ := heartbeatapi.ParseCount(a[heartbeatapi.AnnotationTokensOut])
 		perMillion := min(tb.Price.In, tb.Price.Out)
 		if in+out > 0 {
 			perMillion = (float64(in)*tb.Price.In + float64(out)*tb.Price.Out) / float64(in+out)
@@ -459,13 +459,4 @@ func OverTaskBudget(lease *coordinationv1.Lease, tb TaskBudget, now time.Time, r
 		}
 	}
 	return "", time.Time{}, false
-}
-
-// count reads a non-negative decimal count, and whether it is there.
-func count(s string) (int64, bool) {
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	return n, true
 }

@@ -5,8 +5,6 @@
 package usage
 
 import (
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -50,12 +48,8 @@ func Increase(prev, cur Counts) Counts {
 // absent (-1): not a reset to 0.
 func Read(l *coordinationv1.Lease) Counts {
 	get := func(key string) int64 {
-		v, ok := l.Annotations[key]
+		n, ok := heartbeatapi.ParseCount(l.Annotations[key])
 		if !ok {
-			return absent
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil || n < 0 {
 			return absent
 		}
 		return n

@@ -8,6 +8,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // scrape reads an operator's Prometheus endpoint.
@@ -47,6 +48,15 @@ func counterSum(families map[string]*dto.MetricFamily, name string, want map[str
 		}
 	}
 	return total
+}
+
+// fleetLabels are a fleet's namespace and fleet labels, and the name-value pairs kv.
+func fleetLabels(key client.ObjectKey, kv ...string) map[string]string {
+	l := map[string]string{"namespace": key.Namespace, "fleet": key.Name}
+	for i := 0; i+1 < len(kv); i += 2 {
+		l[kv[i]] = kv[i+1]
+	}
+	return l
 }
 
 func hasLabels(m *dto.Metric, want map[string]string) bool {

@@ -98,14 +98,7 @@ print("writes", hb.writes)
 		if err != nil {
 			return false, err.Error()
 		}
-		fleet := map[string]string{"namespace": key.Namespace, "fleet": key.Name}
-		with := func(k, v string) map[string]string {
-			l := map[string]string{k: v}
-			for fk, fv := range fleet {
-				l[fk] = fv
-			}
-			return l
-		}
+		with := func(k, v string) map[string]string { return fleetLabels(key, k, v) }
 		got := []float64{counterSum(families, "agentfleet_tasks_total", with("outcome", "succeeded")),
 			counterSum(families, "agentfleet_tokens_total", with("direction", "in")), counterSum(families, "agentfleet_tokens_total", with("direction", "out"))}
 		return cmp.Equal(got, []float64{1, 500, 50}), fmt.Sprintf("succeeded, tokens in, out: %v, want [1 500 50]", got)

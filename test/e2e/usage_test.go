@@ -58,14 +58,7 @@ func TestTheLedgerCountsWhatTheAgentsReported(t *testing.T) {
 		sum := func(name string, labels map[string]string) int64 {
 			return int64(math.Round(counterSum(families, name, labels)))
 		}
-		fleet := map[string]string{"namespace": key.Namespace, "fleet": key.Name}
-		with := func(k, v string) map[string]string {
-			l := map[string]string{k: v}
-			for fk, fv := range fleet {
-				l[fk] = fv
-			}
-			return l
-		}
+		with := func(k, v string) map[string]string { return fleetLabels(key, k, v) }
 		got := usage.Counts{
 			Succeeded: sum("agentfleet_tasks_total", with("outcome", "succeeded")), Failed: sum("agentfleet_tasks_total", with("outcome", "failed")),
 			TokensIn: sum("agentfleet_tokens_total", with("direction", "in")), TokensOut: sum("agentfleet_tokens_total", with("direction", "out")),

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -44,13 +43,12 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
+	"github.com/agentfleet/agentfleet/test/bench/internal/benchmetrics"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -185,7 +183,7 @@ func run(ctx context.Context, runs, minTasks int, steadyFor time.Duration, resul
 	for _, r := range res.Verdict.Runs {
 		lat = append(lat, r.LatencyMs)
 	}
-	res.Verdict.P50Ms, res.Verdict.P99Ms, res.Verdict.MaxMs = pct(lat, 50), pct(lat, 99), pct(lat, 100)
+	res.Verdict.P50Ms, res.Verdict.P99Ms, res.Verdict.MaxMs = benchmetrics.Percentile(lat, 50), benchmetrics.Percentile(lat, 99), benchmetrics.Percentile(lat, 100)
 	fmt.Printf("  p50 %6.0f ms   p99 %6.0f ms   max %6.0f ms   (n=%d)\n", res.Verdict.P50Ms, res.Verdict.P99Ms, res.Verdict.MaxMs, len(lat))
 
 	fmt.Printf("\nSteady state: %d agents heartbeating every %s and stepping every second, finishing no task; measured for %s, %s after the Leases of workers gone were cleaned up (goal: 0 API writes/s)\n",
@@ -555,7 +553,7 @@ func (b *bench) steady(ctx context.Context, a *agents, steadyFor time.Duration) 
 		return steadyPhase{}, err
 	}
 	writes0 := a.writes()
-	m0, err := b.scrape(ctx)
+	m0, err := benchmetrics.Scrape(ctx, b.c.MetricsURL("agentfleet-operator"), scrapeTimeout)
 	if err != nil {
 		return steadyPhase{}, err
 	}
@@ -563,26 +561,26 @@ func (b *bench) steady(ctx context.Context, a *agents, steadyFor time.Duration) 
 	if err := sleep(ctx, steadyFor); err != nil {
 		return steadyPhase{}, err
 	}
-	m1, err := b.scrape(ctx)
+	m1, err := benchmetrics.Scrape(ctx, b.c.MetricsURL("agentfleet-operator"), scrapeTimeout)
 	if err != nil {
 		return steadyPhase{}, err
 	}
 	secs := time.Since(start).Seconds()
 	writes1 := a.writes()
 	p := steadyPhase{
-		APIWritesPerS: (m1.requests["write"] - m0.requests["write"]) / secs, APIWritesByMethodPerS: map[string]float64{},
-		APIReadsPerS:    (m1.requests["read"] - m0.requests["read"]) / secs,
-		ReconcilesPerS:  (m1.reconciles - m0.reconciles) / secs,
-		CPUPercent:      100 * (m1.cpuSeconds - m0.cpuSeconds) / secs,
+		APIWritesPerS: (m1.Requests["write"] - m0.Requests["write"]) / secs, APIWritesByMethodPerS: map[string]float64{},
+		APIReadsPerS:    (m1.Requests["read"] - m0.Requests["read"]) / secs,
+		ReconcilesPerS:  (m1.Reconciles - m0.Reconciles) / secs,
+		CPUPercent:      100 * (m1.CPUSeconds - m0.CPUSeconds) / secs,
 		AgentWritesPerS: float64(writes1-writes0) / secs,
 	}
 	for _, m := range []string{"PATCH", "PUT", "POST", "DELETE"} {
-		p.APIWritesByMethodPerS[m] = (m1.requests[m] - m0.requests[m]) / secs
+		p.APIWritesByMethodPerS[m] = (m1.Requests[m] - m0.Requests[m]) / secs
 	}
 	if p.FleetWrites, p.UsageRefreshes, err = fleetWrites(); err != nil {
 		return steadyPhase{}, err
 	}
-	p.APIWritesBesidesUsagePerS = max(0, m1.requests["write"]-m0.requests["write"]-float64(p.UsageRefreshes)) / secs
+	p.APIWritesBesidesUsagePerS = max(0, m1.Requests["write"]-m0.Requests["write"]-float64(p.UsageRefreshes)) / secs
 	f := &v1alpha1.AgentFleet{}
 	if err := b.k8s.Get(ctx, a.key, f); err == nil && f.Status.Rollout != nil {
 		p.Phase = string(f.Status.Rollout.Phase)
@@ -909,84 +907,6 @@ func (a *agents) lastErrors() string {
 	return strings.Join(s, "; ")
 }
 
-// operatorMetrics is one scrape of the operator's own metrics endpoint.
-type operatorMetrics struct {
-	// cpuSeconds is the operator's process_cpu_seconds_total (user and system).
-	cpuSeconds float64
-	// requests sums client-go's rest_client_requests_total: "read" (GET), "write" (every other
-	// method) and each write method.
-	requests map[string]float64
-	// reconciles is controller-runtime's controller_runtime_reconcile_total of the AgentFleet
-	// controller, every result.
-	reconciles float64
-}
-
-// scrape reads the operator's metrics endpoint and parses it with Prometheus' own text parser.
-func (b *bench) scrape(ctx context.Context) (operatorMetrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
-	defer cancel()
-	url := b.c.MetricsURL("agentfleet-operator")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return operatorMetrics{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics at %s: %s", url, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return operatorMetrics{}, fmt.Errorf("parsing the operator's metrics: %w", err)
-	}
-	cpu, ok := families["process_cpu_seconds_total"]
-	if !ok || len(cpu.GetMetric()) != 1 {
-		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no process_cpu_seconds_total", url)
-	}
-	m := operatorMetrics{cpuSeconds: cpu.GetMetric()[0].GetCounter().GetValue(), requests: map[string]float64{}}
-	requests, ok := families["rest_client_requests_total"]
-	if !ok {
-		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no rest_client_requests_total", url)
-	}
-	for _, s := range requests.GetMetric() {
-		method := label(s.GetLabel(), "method")
-		v := s.GetCounter().GetValue()
-		if method == http.MethodGet {
-			m.requests["read"] += v
-			continue
-		}
-		m.requests["write"] += v
-		m.requests[method] += v
-	}
-	reconciles, ok := families["controller_runtime_reconcile_total"]
-	if !ok {
-		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no controller_runtime_reconcile_total", url)
-	}
-	for _, s := range reconciles.GetMetric() {
-		if label(s.GetLabel(), "controller") == "agentfleet" {
-			m.reconciles += s.GetCounter().GetValue()
-		}
-	}
-	return m, nil
-}
-
-// label is the value of a metric's label name ("" without it).
-func label[L interface {
-	GetName() string
-	GetValue() string
-}](labels []L, name string) string {
-	for _, l := range labels {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
 // results is what bench/results/canary.json holds.
 type results struct {
 	Bench   string  `json:"bench"`
@@ -1068,14 +988,4 @@ func memTotal() int64 {
 		}
 	}
 	return 0
-}
-
-func pct(v []float64, p int) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	i := (p*len(s) + 99) / 100
-	return s[min(max(i-1, 0), len(s)-1)]
 }

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -34,8 +33,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
@@ -43,6 +40,7 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
 	"github.com/agentfleet/agentfleet/sdk/go/heartbeat"
+	"github.com/agentfleet/agentfleet/test/bench/internal/benchmetrics"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -127,7 +125,7 @@ func run(ctx context.Context, injections, workers, interval int, loadFor time.Du
 		if err != nil {
 			return fmt.Errorf("%s: %w", reason, err)
 		}
-		fmt.Printf("  %-8s p50 %6.0f ms   p99 %6.0f ms   max %6.0f ms   (n=%d)\n", reason, pct(lat, 50), pct(lat, 99), pct(lat, 100), len(lat))
+		fmt.Printf("  %-8s p50 %6.0f ms   p99 %6.0f ms   max %6.0f ms   (n=%d)\n", reason, benchmetrics.Percentile(lat, 50), benchmetrics.Percentile(lat, 99), benchmetrics.Percentile(lat, 100), len(lat))
 	}
 	return b.load(ctx, workers, interval, loadFor)
 }
@@ -451,12 +449,12 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 		for _, hb := range clients {
 			writes0 += hb.Writes()
 		}
-		m0, err := b.scrape(ctx)
+		m0, err := benchmetrics.Scrape(ctx, b.c.MetricsURL("agentfleet-operator"), scrapeTimeout)
 		if err != nil {
 			return phase{}, err
 		}
 		time.Sleep(loadFor)
-		m1, err := b.scrape(ctx)
+		m1, err := benchmetrics.Scrape(ctx, b.c.MetricsURL("agentfleet-operator"), scrapeTimeout)
 		if err != nil {
 			return phase{}, err
 		}
@@ -465,9 +463,9 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 			writes1 += hb.Writes()
 		}
 		secs := loadFor.Seconds()
-		ph := phase{name: name, agentWrites: float64(writes1-writes0) / secs, cpuPct: 100 * (m1.cpuSeconds - m0.cpuSeconds) / secs, requests: map[string]float64{}}
-		for kind, n := range m1.requests {
-			ph.requests[kind] = (n - m0.requests[kind]) / secs
+		ph := phase{name: name, agentWrites: float64(writes1-writes0) / secs, cpuPct: 100 * (m1.CPUSeconds - m0.CPUSeconds) / secs, requests: map[string]float64{}}
+		for kind, n := range m1.Requests {
+			ph.requests[kind] = (n - m0.Requests[kind]) / secs
 		}
 		return ph, nil
 	}
@@ -495,74 +493,4 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 	return nil
 }
 
-// operatorMetrics is one scrape of the operator's own metrics endpoint.
-type operatorMetrics struct {
-	// cpuSeconds is the operator's process_cpu_seconds_total (user and system), which its process
-	// collector reports.
-	cpuSeconds float64
-	// requests sums client-go's rest_client_requests_total: "read" (GET), "write" (every other
-	// method) and each write method.
-	requests map[string]float64
-}
-
-// scrape reads the operator's metrics endpoint and parses it with Prometheus' own text parser.
-func (b *bench) scrape(ctx context.Context) (operatorMetrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, scrapeTimeout)
-	defer cancel()
-	url := b.c.MetricsURL("agentfleet-operator")
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return operatorMetrics{}, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics: %w", err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		return operatorMetrics{}, fmt.Errorf("reading the operator's metrics at %s: %s", url, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return operatorMetrics{}, fmt.Errorf("parsing the operator's metrics: %w", err)
-	}
-
-	cpu, ok := families["process_cpu_seconds_total"]
-	if !ok || len(cpu.GetMetric()) != 1 {
-		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no process_cpu_seconds_total", url)
-	}
-	m := operatorMetrics{cpuSeconds: cpu.GetMetric()[0].GetCounter().GetValue(), requests: map[string]float64{}}
-	requests, ok := families["rest_client_requests_total"]
-	if !ok {
-		return operatorMetrics{}, fmt.Errorf("the operator's metrics at %s have no rest_client_requests_total", url)
-	}
-	for _, s := range requests.GetMetric() {
-		var method string
-		for _, l := range s.GetLabel() {
-			if l.GetName() == "method" {
-				method = l.GetValue()
-			}
-		}
-		v := s.GetCounter().GetValue()
-		if method == http.MethodGet {
-			m.requests["read"] += v
-			continue
-		}
-		m.requests["write"] += v
-		m.requests[method] += v
-	}
-	return m, nil
-}
-
 func resourceQuantity(s string) resource.Quantity { return resource.MustParse(s) }
-
-func pct(v []float64, p int) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s) == 0 {
-		return 0
-	}
-	i := (p*len(s) + 99) / 100
-	return s[min(max(i-1, 0), len(s)-1)]
-}
