@@ -2,21 +2,22 @@ package rayspecs_test
 
 import (
 	"encoding/json"
-	"strings"
+	"path/filepath"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
 
-	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
-
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
+	"github.com/agentfleet/agentfleet/test/buildcheck"
+	"github.com/agentfleet/agentfleet/test/crdschema"
 )
 
 // FuzzValidFleetsBuild: any fleet the API server would accept (the CRD's schema and CEL rules, run
 // offline by crdschema) builds, without panicking, into a RayCluster and RayJobs that pass KubeRay's
-// own validation. The two fields the schema cannot check, podTemplate (schemaless) and
-// runtimeEnvYAML (YAML in a string), may fail to build, but only with an error naming them.
+// own validation (buildcheck.Fleet). The two fields the schema cannot check, podTemplate
+// (schemaless) and runtimeEnvYAML (YAML in a string), may fail to build, but only with an error
+// naming them. Its seeds are the fleets of config/samples and a few at the API's limits.
 //
 //	go test ./rayspecs -run '^$' -fuzz FuzzValidFleetsBuild -fuzztime 60s
 func FuzzValidFleetsBuild(f *testing.F) {
@@ -24,6 +25,7 @@ func FuzzValidFleetsBuild(f *testing.F) {
 	f.Add("coders", int64(8), int64(1), "NVIDIA-H100-80GB-HBM3", "registry.example.com/agents/coder:2.0.1", "2.52.0",
 		"2025-07-31-fp8", "LOG_LEVEL", "info", "nightly", "0 3 * * *", "pip: [evals]", "25%", "platform", `{"spec":{"priorityClassName":"agents"}}`, true)
 	f.Add("a", int64(0), int64(0), "", "agent:1", "2.9.0", "v1", "X", "", "j", "", "", "1", "", "", false)
+	addSampleSeeds(f, v)
 	f.Add("research", int64(10000), int64(16), "NVIDIA-A100-SXM4-80GB", "a", "10.0.0", "x", "A_B", "sk-short", "eval", "@hourly", "{}", "100%", "", `{"metadata":{"labels":{"x":"y"}}}`, true)
 	f.Fuzz(func(t *testing.T, name string, replicas, gpus int64, product, image, rayVersion, modelVersion, envName, envValue,
 		jobName, schedule, runtimeEnv, maxUnavailable, costCenter, podTemplate string, withPrompt bool) {
@@ -68,33 +70,8 @@ func FuzzValidFleetsBuild(f *testing.F) {
 			t.Fatalf("the schema accepts what the Go type cannot hold: %v\n%v", err, obj)
 		}
 
-		rc, err := rayspecs.RayCluster(fleet, rayspecs.Inputs{Prompt: &name}, rayspecs.Options{})
-		if err != nil {
-			if podTemplate != "" && strings.Contains(err.Error(), "spec.worker.podTemplate") {
-				return
-			}
-			t.Fatalf("a valid fleet does not build: %v\n%v", err, obj)
-		}
-		if err := rayutils.ValidateRayClusterMetadata(rc.ObjectMeta); err != nil {
-			t.Fatalf("KubeRay refuses the RayCluster's metadata: %v\n%v", err, obj)
-		}
-		if err := rayutils.ValidateRayClusterSpec(&rc.Spec, rc.Annotations); err != nil {
-			t.Fatalf("KubeRay refuses the RayCluster: %v\n%v", err, obj)
-		}
-		for _, j := range fleet.Spec.Jobs {
-			rj, err := rayspecs.RayJob(fleet, j.Name, rayspecs.JobOptions{})
-			if err != nil {
-				if strings.Contains(err.Error(), "runtimeEnvYAML") {
-					continue
-				}
-				t.Fatalf("a valid job does not build: %v\n%v", err, obj)
-			}
-			if err := rayutils.ValidateRayJobMetadata(rj.ObjectMeta); err != nil {
-				t.Fatalf("KubeRay refuses the RayJob's metadata: %v\n%v", err, obj)
-			}
-			if err := rayutils.ValidateRayJobSpec(rj); err != nil {
-				t.Fatalf("KubeRay refuses the RayJob: %v\n%v", err, obj)
-			}
+		if err := buildcheck.Fleet(fleet, rayspecs.Inputs{Prompt: &name}); err != nil {
+			t.Fatalf("%v\n%v", err, obj)
 		}
 	})
 }
@@ -106,4 +83,36 @@ func intOrString(s string) any {
 		return n
 	}
 	return s
+}
+
+// addSampleSeeds adds each fleet of config/samples/*.yaml as a seed, in the fuzz function's terms:
+// its first env variable and first job, and its worker's podTemplate as JSON.
+func addSampleSeeds(f *testing.F, v *crdschema.Validator) {
+	paths, err := filepath.Glob("../config/samples/*.yaml")
+	if err != nil || len(paths) == 0 {
+		f.Fatalf("no samples: %v", err)
+	}
+	for _, path := range paths {
+		for _, fl := range readSample(f, v, path).fleets {
+			s := fl.Spec
+			envName, envValue := "X", ""
+			if len(s.Env) > 0 {
+				envName, envValue = s.Env[0].Name, s.Env[0].Value
+			}
+			var jobName, schedule, runtimeEnv string
+			if len(s.Jobs) > 0 {
+				jobName, schedule, runtimeEnv = s.Jobs[0].Name, s.Jobs[0].Schedule, s.Jobs[0].RuntimeEnvYAML
+			}
+			maxUnavailable := ""
+			if s.Rollout.MaxUnavailable != nil {
+				maxUnavailable = s.Rollout.MaxUnavailable.String()
+			}
+			podTemplate := ""
+			if s.Worker.PodTemplate != nil {
+				podTemplate = string(s.Worker.PodTemplate.Raw)
+			}
+			f.Add(fl.Name, int64(*s.Replicas), int64(s.Worker.GPUs), s.Worker.GPUProduct, s.Image, s.RayVersion, s.Model.Version,
+				envName, envValue, jobName, schedule, runtimeEnv, maxUnavailable, s.CostCenter, podTemplate, s.Prompt != nil)
+		}
+	}
 }

@@ -20,6 +20,7 @@ import (
 	kjson "sigs.k8s.io/json"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	heartbeatapi "github.com/agentfleet/agentfleet/api/heartbeat"
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -95,6 +96,61 @@ var (
 
 // ClusterName is the name of a fleet's RayCluster.
 func ClusterName(f *v1alpha1.AgentFleet) string { return f.Name }
+
+// blueGreenSuffix names a fleet's second RayCluster.
+const blueGreenSuffix = "-bg"
+
+// PreviewClusterName is the name of the preview RayCluster of a blue-green rollout beside the active
+// one: the fleet's two names take turns, <fleet> and <fleet>-bg (the fleet's name shortened to keep
+// within KubeRay's 53 characters).
+func PreviewClusterName(f *v1alpha1.AgentFleet, active string) string {
+	if active != ClusterName(f) {
+		return ClusterName(f)
+	}
+	name := f.Name
+	if n := rayutils.MaxRayClusterNameLength - len(blueGreenSuffix); len(name) > n {
+		name = name[:n]
+	}
+	return name + blueGreenSuffix
+}
+
+// HeadHash hashes what the head runs that a worker roll cannot carry: spec.rayVersion and spec.head.
+// The head's agent settings (image, prompt, model) are left out: the head runs no agents.
+func HeadHash(f *v1alpha1.AgentFleet) (string, error) {
+	return hashJSON(struct {
+		RayVersion string            `json:"rayVersion"`
+		Head       v1alpha1.HeadSpec `json:"head"`
+	}{f.Spec.RayVersion, f.Spec.Head})
+}
+
+// KeepTemplates makes a built RayCluster run what running runs (its rayVersion, head and agent
+// worker group, with their templates, Ray labels and start parameters, and its template and head
+// hashes), keeping only the built one's worker count and suspend: the layout of a change that is not
+// applied to running (it needs a new RayCluster).
+func KeepTemplates(built, running *rayv1.RayCluster) error {
+	g := Group(running, v1alpha1.WorkerGroup)
+	if g == nil || len(built.Spec.WorkerGroupSpecs) != 1 {
+		return fmt.Errorf("keeping the templates of RayCluster %s: want the worker group %s in it and alone in the one built", running.Name, v1alpha1.WorkerGroup)
+	}
+	replicas := built.Spec.WorkerGroupSpecs[0].Replicas
+	built.Spec.RayVersion = running.Spec.RayVersion
+	built.Spec.HeadGroupSpec = *running.Spec.HeadGroupSpec.DeepCopy()
+	kept := *g.DeepCopy()
+	kept.ScaleStrategy = rayv1.ScaleStrategy{}
+	kept.Replicas, kept.MinReplicas, kept.MaxReplicas = ptr.To(*replicas), ptr.To(*replicas), ptr.To(*replicas)
+	built.Spec.WorkerGroupSpecs = []rayv1.WorkerGroupSpec{kept}
+	hash, err := TemplateHash(&built.Spec)
+	if err != nil {
+		return fmt.Errorf("keeping the templates of RayCluster %s: %w", running.Name, err)
+	}
+	built.Annotations[v1alpha1.AnnotationTemplateHash] = hash
+	if h, ok := running.Annotations[v1alpha1.AnnotationHeadHash]; ok {
+		built.Annotations[v1alpha1.AnnotationHeadHash] = h
+	} else {
+		delete(built.Annotations, v1alpha1.AnnotationHeadHash)
+	}
+	return nil
+}
 
 // HeartbeatServiceAccount is the ServiceAccount the workers of a fleet with a heartbeat contract run
 // as: it may keep their Leases, and do nothing else.
@@ -174,7 +230,11 @@ func RayCluster(f *v1alpha1.AgentFleet, in Inputs, o Options) (*rayv1.RayCluster
 	if err != nil {
 		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
 	}
-	rc.Annotations = map[string]string{v1alpha1.AnnotationTemplateHash: hash}
+	headHash, err := HeadHash(f)
+	if err != nil {
+		return nil, fmt.Errorf("building RayCluster for %s: %w", key, err)
+	}
+	rc.Annotations = map[string]string{v1alpha1.AnnotationTemplateHash: hash, v1alpha1.AnnotationHeadHash: headHash}
 	return rc, nil
 }
 

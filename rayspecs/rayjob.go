@@ -27,6 +27,9 @@ type JobOptions struct {
 	// ScheduledTime is when a run of a scheduled job was due; it names the run. Zero for a job
 	// without a schedule, which has one RayJob per version of its spec.
 	ScheduledTime time.Time
+	// ClusterName is the RayCluster the run is submitted to: the fleet's active one ("" for
+	// ClusterName(f), its first).
+	ClusterName string
 }
 
 // RayJob builds the RayJob of one of the fleet's jobs, submitted to the fleet's RayCluster through
@@ -59,6 +62,10 @@ func RayJob(f *v1alpha1.AgentFleet, jobName string, o JobOptions) (*rayv1.RayJob
 	if !o.ScheduledTime.IsZero() {
 		annotations[v1alpha1.AnnotationScheduledTime] = o.ScheduledTime.UTC().Format(time.RFC3339)
 	}
+	cluster := o.ClusterName
+	if cluster == "" {
+		cluster = ClusterName(f)
+	}
 	return &rayv1.RayJob{
 		TypeMeta: metav1.TypeMeta{APIVersion: rayv1.GroupVersion.String(), Kind: "RayJob"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -72,7 +79,7 @@ func RayJob(f *v1alpha1.AgentFleet, jobName string, o JobOptions) (*rayv1.RayJob
 			Entrypoint:               job.Entrypoint,
 			RuntimeEnvYAML:           job.RuntimeEnvYAML,
 			ActiveDeadlineSeconds:    job.ActiveDeadlineSeconds,
-			ClusterSelector:          map[string]string{clusterSelectorKey: ClusterName(f)},
+			ClusterSelector:          map[string]string{clusterSelectorKey: cluster},
 			SubmissionMode:           rayv1.K8sJobMode,
 			ShutdownAfterJobFinishes: false,
 		},

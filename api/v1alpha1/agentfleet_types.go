@@ -414,6 +414,7 @@ type DependencyRef struct {
 // RolloutSpec configures how workers are replaced when what they run changes.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.canary) || !has(self.strategy) || self.strategy == 'Canary'",message="rollout.canary is set but rollout.strategy is not Canary"
+// +kubebuilder:validation:XValidation:rule="!has(self.blueGreen) || (has(self.strategy) && self.strategy == 'BlueGreen')",message="rollout.blueGreen is set but rollout.strategy is not BlueGreen"
 type RolloutSpec struct {
 	// MaxUnavailable is how many workers may be down for replacement at once, as a count or a
 	// percentage of replicas (rounded down, at least 1).
@@ -426,10 +427,17 @@ type RolloutSpec struct {
 	// Strategy is how workers move to a new revision (a prompt, model version, image or other
 	// template change): Rolling replaces them maxUnavailable at a time; Canary runs the new revision
 	// on a few workers first, judges them against the stable ones by the agents' own task outcomes,
-	// and promotes it or rolls it back on its own. A change of the head (rayVersion, the head's
-	// template) is applied to the head's template under either; KubeRay does not restart a running
-	// head for it.
-	// +kubebuilder:validation:Enum=Rolling;Canary
+	// and promotes it or rolls it back on its own; BlueGreen starts a second RayCluster with the new
+	// revision beside the running one and switches to it once it is Ready.
+	//
+	// A change of the head, spec.rayVersion or spec.head (the head's resources and podTemplate), needs
+	// BlueGreen: KubeRay does not restart a running head, and workers of a new Ray version beside a
+	// head of the old one are a half-updated cluster. Under Rolling and Canary such a change is not
+	// applied at all: the RayCluster keeps running what it runs (workers still healed, replicas and
+	// suspend still applied) and the fleet is Degraded, reason NeedsBlueGreen, until the strategy is
+	// BlueGreen or the change is reverted. The head also carries the agents' image, prompt and model
+	// settings (it runs no agents): those changes roll the workers and leave a running head as it is.
+	// +kubebuilder:validation:Enum=Rolling;Canary;BlueGreen
 	// +kubebuilder:default=Rolling
 	// +optional
 	Strategy RolloutStrategy `json:"strategy,omitempty"`
@@ -437,6 +445,30 @@ type RolloutSpec struct {
 	// Canary configures the Canary strategy (its defaults when absent).
 	// +optional
 	Canary *CanarySpec `json:"canary,omitempty"`
+
+	// BlueGreen configures the BlueGreen strategy (its defaults when absent).
+	// +optional
+	BlueGreen *BlueGreenSpec `json:"blueGreen,omitempty"`
+}
+
+// BlueGreenSpec configures a blue-green rollout: every change of what the RayCluster runs (its
+// template: the head, rayVersion, the workers' prompt, model, image, env) starts a preview RayCluster
+// with the new revision beside the active one, at the fleet's replicas (the fleet holds twice its
+// resources meanwhile). When the preview's head and all its workers are Ready, the fleet switches to
+// it: its jobs' new runs go to it, status.rayClusterName names it, and the old RayCluster is deleted
+// (a run still going on the old cluster is cut). A preview not Ready within readyTimeoutSeconds is
+// deleted and the old cluster keeps running: the fleet is Degraded, reason BlueGreenAborted, until
+// the spec changes again. A newer change during a preview replaces the preview; a revert to the
+// active revision deletes it. Replicas and suspend apply to both clusters in place. The preview's
+// workers are healed by the supervisor only once the fleet switched to them.
+type BlueGreenSpec struct {
+	// ReadyTimeoutSeconds is how long the preview RayCluster has to be Ready (the head and every
+	// worker), counted while the fleet is not suspended.
+	// +kubebuilder:validation:Minimum=30
+	// +kubebuilder:validation:Maximum=86400
+	// +kubebuilder:default=900
+	// +optional
+	ReadyTimeoutSeconds int32 `json:"readyTimeoutSeconds,omitempty"`
 }
 
 // RolloutStrategy is how workers move to a new revision.
@@ -444,8 +476,9 @@ type RolloutStrategy string
 
 // Rollout strategies.
 const (
-	RolloutRolling RolloutStrategy = "Rolling"
-	RolloutCanary  RolloutStrategy = "Canary"
+	RolloutRolling   RolloutStrategy = "Rolling"
+	RolloutCanary    RolloutStrategy = "Canary"
+	RolloutBlueGreen RolloutStrategy = "BlueGreen"
 )
 
 // CanarySpec configures a canary rollout: a second worker group runs the new revision on Workers
@@ -645,8 +678,8 @@ type AgentFleetStatus struct {
 	// +optional
 	GPUFaults []GPUFault `json:"gpuFaults,omitempty"`
 
-	// Rollout is the state of the latest change of the workers' revision under the Canary strategy
-	// (absent under Rolling).
+	// Rollout is the state of the latest change of what the fleet runs under the Canary or BlueGreen
+	// strategy (absent under Rolling).
 	// +optional
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
 
@@ -656,7 +689,7 @@ type AgentFleetStatus struct {
 	Usage *UsageStatus `json:"usage,omitempty"`
 }
 
-// RolloutStatus is a canary rollout as observed and decided.
+// RolloutStatus is a canary or blue-green rollout as observed and decided.
 type RolloutStatus struct {
 	// Strategy is the strategy the rollout runs under.
 	// +optional
@@ -664,9 +697,12 @@ type RolloutStatus struct {
 	// Phase: Canary (the new revision runs on the canary workers, being judged), WaitingForPromotion
 	// (it passed; autoPromote is false), Promoting (the other workers roll to it), Promoted, Aborted
 	// (the canary failed: every worker runs the stable revision until the spec changes), Stable (no
-	// change in progress: the workers run the stable revision).
+	// change in progress: the workers run the stable revision). Under BlueGreen: Preview (the new
+	// revision's RayCluster starts beside the active one), Promoted (the fleet switched to it),
+	// Aborted (it was not Ready in time and was deleted), Stable.
 	Phase RolloutPhase `json:"phase"`
-	// Stable is the revision the stable workers run; Canary the new one (absent in Stable).
+	// Stable is the revision the stable workers run (under BlueGreen: the active RayCluster's);
+	// Canary the new one (under BlueGreen: the preview RayCluster's; absent in Stable).
 	Stable RevisionStatus `json:"stable"`
 	// +optional
 	Canary *RevisionStatus `json:"canary,omitempty"`
@@ -685,7 +721,7 @@ type RolloutStatus struct {
 }
 
 // RolloutPhase is the phase of a canary rollout.
-// +kubebuilder:validation:Enum=Canary;WaitingForPromotion;Promoting;Promoted;Aborted;Stable
+// +kubebuilder:validation:Enum=Canary;WaitingForPromotion;Promoting;Promoted;Aborted;Stable;Preview
 type RolloutPhase string
 
 // Rollout phases.
@@ -696,6 +732,7 @@ const (
 	RolloutPhasePromoted            RolloutPhase = "Promoted"
 	RolloutPhaseAborted             RolloutPhase = "Aborted"
 	RolloutPhaseStable              RolloutPhase = "Stable"
+	RolloutPhasePreview             RolloutPhase = "Preview"
 )
 
 // RevisionStatus is one revision of the workers and how its workers did since the canary began.
@@ -709,6 +746,16 @@ type RevisionStatus struct {
 	ModelVersion string `json:"modelVersion,omitempty"`
 	// +optional
 	Image string `json:"image,omitempty"`
+	// TemplateHash, RayVersion and RayCluster, under BlueGreen: the RayCluster's
+	// agentfleet.dev/template-hash (what a blue-green rollout tells revisions by: a change of the
+	// head changes it, not always the workers' revision), its Ray version, and the RayCluster that
+	// runs the revision.
+	// +optional
+	TemplateHash string `json:"templateHash,omitempty"`
+	// +optional
+	RayVersion string `json:"rayVersion,omitempty"`
+	// +optional
+	RayCluster string `json:"rayCluster,omitempty"`
 	// +optional
 	TasksSucceeded int64 `json:"tasksSucceeded,omitempty"`
 	// +optional

@@ -52,6 +52,14 @@ const (
 	ReasonWaitingForPromotion = "WaitingForPromotion"
 	ReasonPromoting           = "Promoting"
 	ReasonCanaryAborted       = "CanaryAborted"
+	// ReasonBlueGreen: a preview RayCluster with the new revision is starting beside the active one.
+	ReasonBlueGreen = "BlueGreen"
+	// ReasonBlueGreenAborted: the preview RayCluster was not Ready in time and was deleted; the
+	// active one runs the previous revision until the spec changes again.
+	ReasonBlueGreenAborted = "BlueGreenAborted"
+	// ReasonNeedsBlueGreen: the spec changes the head (rayVersion, spec.head), which only the
+	// BlueGreen strategy applies; the RayCluster keeps running what it runs.
+	ReasonNeedsBlueGreen = "NeedsBlueGreen"
 	// ReasonWithinBudget: BudgetExceeded=False.
 	ReasonWithinBudget = "WithinBudget"
 )

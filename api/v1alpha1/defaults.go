@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
@@ -78,4 +80,17 @@ func (f *AgentFleet) CanarySettings() CanarySpec {
 		a.MaxRestarts = ptr.To[int32](0)
 	}
 	return c
+}
+
+// DefaultBlueGreenReadyTimeoutSeconds is blueGreen.readyTimeoutSeconds' default (the CRD defaults it
+// too).
+const DefaultBlueGreenReadyTimeoutSeconds = 900
+
+// BlueGreenReadyTimeout is how long a blue-green preview has to be Ready.
+func (f *AgentFleet) BlueGreenReadyTimeout() time.Duration {
+	s := int32(DefaultBlueGreenReadyTimeoutSeconds)
+	if bg := f.Spec.Rollout.BlueGreen; bg != nil && bg.ReadyTimeoutSeconds > 0 {
+		s = bg.ReadyTimeoutSeconds
+	}
+	return time.Duration(s) * time.Second
 }

@@ -45,6 +45,13 @@ const (
 	WorkerGroup = "agents"
 	CanaryGroup = "agents-canary"
 
+	// AnnotationHeadHash is the hash of what the head runs that a worker roll cannot carry
+	// (rayVersion, spec.head), on the RayCluster: a change of it needs the BlueGreen strategy.
+	AnnotationHeadHash = "agentfleet.dev/head-hash"
+	// AnnotationPreview on a RayCluster marks the preview of a blue-green rollout, beside the fleet's
+	// active RayCluster; the fleet switches to it when it is Ready.
+	AnnotationPreview = "agentfleet.dev/preview"
+
 	// AnnotationPromote on a fleet, set to its canary's revision and start (REVISION@YYYYMMDDTHHMMSS,
 	// from status.rollout.canary.revision and status.rollout.startedAt), promotes a canary that passed
 	// and waits for a person (autoPromote: false); `agentfleet promote` sets it.

@@ -2,14 +2,10 @@ package fleet
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,15 +21,8 @@ import (
 // canary's state lives in the RayCluster (its groups' templates) and the fleet's status, so an
 // operator that restarts mid-canary resumes the same one.
 func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
-	f, desired := s.fleet, s.desired
+	f, desired, existing := s.fleet, s.desired, s.active
 	key := client.ObjectKeyFromObject(f)
-	existing := &rayv1.RayCluster{}
-	if err := r.Get(ctx, client.ObjectKeyFromObject(desired), existing); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading RayCluster %s: %w", klog.KObj(desired), err)
-		}
-		existing = nil
-	}
 	budget, err := maxUnavailable(f)
 	if err != nil {
 		return err
@@ -43,7 +32,7 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		Paused: f.Spec.Suspend || (s.budget != nil && s.budget.Pause), Desired: s.built, Previous: f.Status.Rollout, Restarts: f.Status.RecentRestarts,
 		Promote: f.Annotations[v1alpha1.AnnotationPromote],
 	}
-	if existing != nil && metav1.IsControlledBy(existing, f) {
+	if existing != nil {
 		o.Stable = revisionStatus(existing, v1alpha1.WorkerGroup)
 		o.CanaryGroup = rayspecs.GroupHash(existing, v1alpha1.CanaryGroup)
 		for _, g := range existing.Spec.WorkerGroupSpecs {
@@ -96,7 +85,11 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 	} else {
 		r.outcomes.forget(key)
 	}
-	s.rolloutStatus, s.rolloutDecided = plan.Status, true
+	if o.Strategy != v1alpha1.RolloutBlueGreen {
+		// Under BlueGreen status.rollout is the blue-green phase's; this one only retires a canary
+		// group left from the Canary strategy.
+		s.rolloutStatus, s.rolloutDecided = plan.Status, true
+	}
 	s.requeue(plan.RecheckAfter)
 	if plan.EventReason != "" {
 		eventType := corev1.EventTypeNormal

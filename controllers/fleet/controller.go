@@ -77,7 +77,10 @@ type scope struct {
 
 	desired *rayv1.RayCluster                // what rayspecs built, laid out for a canary (reconcileCanary)
 	built   v1alpha1.RevisionStatus          // the worker revision rayspecs built, before any layout
-	cluster *rayv1.RayCluster                // as observed, after this reconcile's writes
+	// active is the fleet's RayCluster that runs its agents, as listed (nil: none yet); cluster is it
+	// as observed after this reconcile's writes.
+	active  *rayv1.RayCluster
+	cluster *rayv1.RayCluster
 	pods    []corev1.Pod                     // the agent worker pods
 	pending sets.Set[string]                 // workers handed to KubeRay for deletion that still exist
 	leases  map[string]*coordinationv1.Lease // heartbeat Leases by worker, once listed (heartbeatLeases)
@@ -99,6 +102,8 @@ type scope struct {
 	// rolloutStatus is status.rollout as decided (rolloutDecided: the canary phase ran).
 	rolloutStatus  *v1alpha1.RolloutStatus
 	rolloutDecided bool
+	// needsBlueGreen is why the spec's change of the head is not applied (reconcileBlueGreen).
+	needsBlueGreen string
 	// afterStatus are the Events of what this reconcile decided that the status records (a budget
 	// crossed, a canary's phase): sent once the status says so, so that a pass whose status is not
 	// written (a conflict) does not tell it twice.
@@ -158,7 +163,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	var err error
 	for _, p := range []phase{
 		r.decideBudget, r.reconcileDependencies, r.reconcileInputs, r.reconcileHeartbeatAccess, r.buildRayCluster, r.reconcileGPUPolicy,
-		r.reconcileCanary, r.reconcileRayCluster,
+		r.reconcileBlueGreen, r.reconcileCanary, r.reconcileRayCluster,
 		// The supervisor decides before the rollout, so that the rollout's budget counts this pass's
 		// replacements as unavailable.
 		r.observeWorkers, r.reconcileHealth, r.reconcileRollout, r.reconcileHandover,
@@ -210,7 +215,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	o := statusObservation{
 		Now: s.now, Fleet: s.fleet, Cluster: s.cluster, Pods: s.pods, Jobs: s.jobs,
 		Blocked: s.blocked, BudgetExhausted: s.budgetExhausted, Err: reconcileErr, GPUNodes: s.gpuNodes,
-		Budget: s.budget, Usage: s.usage, Rollout: s.rolloutStatus, RolloutDecided: s.rolloutDecided,
+		Budget: s.budget, Usage: s.usage, Rollout: s.rolloutStatus, RolloutDecided: s.rolloutDecided, NeedsBlueGreen: s.needsBlueGreen,
 	}
 	o.PromptHash, o.DesiredRevision = s.built.PromptHash, s.built.Revision
 	status := computeStatus(o)

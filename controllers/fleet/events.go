@@ -34,4 +34,12 @@ const (
 	EventCanaryPromoted  = "CanaryPromoted"
 	EventCanaryAborted   = "CanaryAborted"
 	EventCanaryAbandoned = "CanaryAbandoned"
+
+	// A blue-green rollout's course: a preview RayCluster started, switched to, aborted, or its
+	// change reverted; and a head change that only BlueGreen applies.
+	EventBlueGreenStarted   = "BlueGreenStarted"
+	EventBlueGreenPromoted  = "BlueGreenPromoted"
+	EventBlueGreenAborted   = "BlueGreenAborted"
+	EventBlueGreenAbandoned = "BlueGreenAbandoned"
+	EventNeedsBlueGreen     = "NeedsBlueGreen"
 )

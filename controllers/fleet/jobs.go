@@ -88,7 +88,8 @@ func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 
 // runJob creates the RayJob the job needs now, if any.
 func (r *Reconciler) runJob(ctx context.Context, s *scope, job *v1alpha1.JobSpec, runs []*rayv1.RayJob, st *v1alpha1.JobStatus) (*rayv1.RayJob, error) {
-	var opts rayspecs.JobOptions
+	// Runs go to the active RayCluster (a blue-green switch moves the new ones to the new one).
+	opts := rayspecs.JobOptions{ClusterName: s.cluster.Name}
 	if job.Schedule == "" {
 		hash, err := rayspecs.JobSpecHash(job)
 		if err != nil {

@@ -37,24 +37,21 @@ func (r *Reconciler) buildRayCluster(_ context.Context, s *scope) error {
 // workers), a hand edit is reverted. workersToDelete is left to the rollout phase, and KubeRay's
 // status is KubeRay's.
 func (r *Reconciler) reconcileRayCluster(ctx context.Context, s *scope) error {
-	f, desired := s.fleet, s.desired
-	existing := &rayv1.RayCluster{}
-	err := r.Get(ctx, client.ObjectKeyFromObject(desired), existing)
-	if apierrors.IsNotFound(err) {
-		if err := r.Create(ctx, desired); err != nil {
+	f, desired, existing := s.fleet, s.desired, s.active
+	if existing == nil {
+		err := r.Create(ctx, desired)
+		if apierrors.IsAlreadyExists(err) {
+			taken := &rayv1.RayCluster{}
+			if err := r.Get(ctx, client.ObjectKeyFromObject(desired), taken); err == nil && !metav1.IsControlledBy(taken, f) {
+				r.blockNotOwned(s, taken)
+				return nil
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("creating RayCluster %s: %w", klog.KObj(desired), err)
 		}
 		r.event(f, corev1.EventTypeNormal, EventRayClusterCreated, "Created RayCluster %s with %d agent workers", desired.Name, *desired.Spec.WorkerGroupSpecs[0].Replicas)
 		s.cluster = desired
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading RayCluster %s: %w", klog.KObj(desired), err)
-	}
-	if !metav1.IsControlledBy(existing, f) {
-		s.block(blocker{reason: v1alpha1.ReasonRayClusterNotOwned, degraded: true, stalled: true,
-			message: fmt.Sprintf("RayCluster %s exists and is not controlled by this fleet: rename the fleet or delete the RayCluster", existing.Name)})
-		r.event(f, corev1.EventTypeWarning, EventRayClusterNotOwned, "RayCluster %s exists and is not controlled by this fleet", existing.Name)
 		return nil
 	}
 

@@ -50,6 +50,8 @@ type statusObservation struct {
 	// the status keeps what it said).
 	Rollout        *v1alpha1.RolloutStatus
 	RolloutDecided bool
+	// NeedsBlueGreen is why the spec's change of the head is not applied ("" when it is).
+	NeedsBlueGreen string
 	// Err is a transient error of this reconcile.
 	Err error
 }
@@ -277,6 +279,9 @@ func assess(o *statusObservation, c workerCounts) assessment {
 	case o.Budget != nil && o.Budget.Pause:
 		return assessment{state: stateDegraded, reason: v1alpha1.ReasonBudgetExceeded, message: o.Budget.Message}
 	}
+	if o.NeedsBlueGreen != "" {
+		return assessment{state: stateDegraded, reason: v1alpha1.ReasonNeedsBlueGreen, message: o.NeedsBlueGreen, stalled: true}
+	}
 	ro := o.Fleet.Status.Rollout
 	if o.RolloutDecided {
 		ro = o.Rollout
@@ -312,6 +317,17 @@ func rolloutAssessment(ro *v1alpha1.RolloutStatus) (assessment, bool) {
 			return what
 		}
 		return what + ": " + ro.Message
+	}
+	if ro.Strategy == v1alpha1.RolloutBlueGreen {
+		switch ro.Phase {
+		case v1alpha1.RolloutPhasePreview:
+			return assessment{state: stateProgressing, reason: v1alpha1.ReasonBlueGreen,
+				message: msg(fmt.Sprintf("blue-green rollout of revision %s to RayCluster %s (active: RayCluster %s)", ro.Canary.Revision, ro.Canary.RayCluster, ro.Stable.RayCluster))}, true
+		case v1alpha1.RolloutPhaseAborted:
+			return assessment{state: stateDegraded, reason: v1alpha1.ReasonBlueGreenAborted,
+				message: msg(fmt.Sprintf("blue-green rollout of revision %s aborted; RayCluster %s runs revision %s until the spec changes", ro.Canary.Revision, ro.Stable.RayCluster, ro.Stable.Revision))}, true
+		}
+		return assessment{}, false
 	}
 	switch ro.Phase {
 	case v1alpha1.RolloutPhaseCanary:

@@ -1,0 +1,201 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/rayspecs"
+)
+
+// reconcileBlueGreen finds the fleet's RayClusters, the active one (which runs the agents) and a
+// blue-green preview beside it, decides the step (planBlueGreen, pure), and applies it to the
+// preview and the switch; what the active RayCluster should run is left in s.desired for the canary
+// and RayCluster phases. Which RayCluster is which is read from the RayClusters themselves (the
+// preview carries agentfleet.dev/preview until the switch), so an operator that restarts mid-way
+// resumes the same rollout: a switch cut between deleting the old RayCluster and unmarking the
+// preview is finished by the next pass, which finds the preview alone.
+func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
+	f := s.fleet
+	var list rayv1.RayClusterList
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+		return fmt.Errorf("listing RayClusters: %w", err)
+	}
+	var active, preview *rayv1.RayCluster
+	deleting := sets.New[string]()
+	for i := range list.Items {
+		rc := &list.Items[i]
+		switch {
+		case !metav1.IsControlledBy(rc, f):
+		case !rc.DeletionTimestamp.IsZero():
+			deleting.Insert(rc.Name)
+		case rc.Annotations[v1alpha1.AnnotationPreview] != "":
+			if preview == nil || preview.CreationTimestamp.Before(&rc.CreationTimestamp) {
+				preview = rc
+			}
+		case active == nil || rc.CreationTimestamp.Before(&active.CreationTimestamp):
+			active = rc
+		}
+	}
+	if active == nil && preview != nil {
+		// The switch deleted the old RayCluster: the preview is the active one now.
+		adopted, err := r.adoptPreview(ctx, preview)
+		if err != nil {
+			return err
+		}
+		active, preview = adopted, nil
+	}
+
+	activeName := rayspecs.ClusterName(f)
+	if active != nil {
+		activeName = active.Name
+	}
+	previewName := rayspecs.PreviewClusterName(f, activeName)
+	o := blueGreenObservation{
+		Now: s.now, Strategy: f.Spec.Rollout.Strategy, ReadyTimeout: f.BlueGreenReadyTimeout(), Replicas: f.WorkerReplicas(),
+		Paused: f.Spec.Suspend, Desired: viewOf(s.desired), Previous: f.Status.Rollout, PreviewNameTaken: deleting.Has(previewName),
+	}
+	o.Desired.Revision.RayCluster = previewName
+	if active != nil {
+		v := viewOf(active)
+		o.Active = &v
+	}
+	if preview != nil {
+		v := viewOf(preview)
+		o.Preview = &v
+	}
+	plan := planBlueGreen(o)
+
+	if plan.DeletePreview && preview != nil {
+		if err := r.deleteCluster(ctx, preview); err != nil {
+			return err
+		}
+		preview = nil
+	}
+	switch {
+	case plan.Switch:
+		if err := r.deleteCluster(ctx, active); err != nil {
+			return err
+		}
+		adopted, err := r.adoptPreview(ctx, preview)
+		if err != nil {
+			return err
+		}
+		active = adopted
+	case plan.CreatePreview:
+		if err := r.createPreview(ctx, s, previewName); err != nil {
+			return err
+		}
+	case preview != nil:
+		// The preview follows the spec's worker count and suspend, as the active one does.
+		if err := r.updatePreview(ctx, s, preview); err != nil {
+			return err
+		}
+	}
+	if s.blocked != nil {
+		return nil
+	}
+	if plan.Keep && !plan.Switch && active != nil {
+		if err := rayspecs.KeepTemplates(s.desired, active); err != nil {
+			return err
+		}
+		s.built = revisionStatus(s.desired, v1alpha1.WorkerGroup)
+	}
+	s.active = active
+	if active != nil {
+		s.desired.Name = active.Name
+	}
+	s.needsBlueGreen = plan.NeedsBlueGreen
+	if plan.NeedsBlueGreen != "" {
+		if c := meta.FindStatusCondition(f.Status.Conditions, v1alpha1.ConditionDegraded); c == nil || c.Reason != v1alpha1.ReasonNeedsBlueGreen {
+			r.eventAfterStatus(s, corev1.EventTypeWarning, EventNeedsBlueGreen, "%s", plan.NeedsBlueGreen)
+		}
+	}
+	if plan.Decided {
+		s.rolloutStatus, s.rolloutDecided = plan.Status, true
+	}
+	s.requeue(plan.RecheckAfter)
+	if plan.EventReason != "" {
+		eventType := corev1.EventTypeNormal
+		if plan.EventWarning {
+			eventType = corev1.EventTypeWarning
+		}
+		r.eventAfterStatus(s, eventType, plan.EventReason, "%s", plan.Message)
+	}
+	return nil
+}
+
+// createPreview creates the preview RayCluster: the one built, under the preview's name, marked.
+func (r *Reconciler) createPreview(ctx context.Context, s *scope, name string) error {
+	rc := s.desired.DeepCopy()
+	rc.Name = name
+	rc.Annotations[v1alpha1.AnnotationPreview] = "true"
+	err := r.Create(ctx, rc)
+	if apierrors.IsAlreadyExists(err) {
+		existing := &rayv1.RayCluster{}
+		if err := r.Get(ctx, client.ObjectKeyFromObject(rc), existing); err == nil && !metav1.IsControlledBy(existing, s.fleet) {
+			r.blockNotOwned(s, existing)
+			return nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("creating the preview RayCluster %s: %w", klog.KObj(rc), err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Created the preview RayCluster", "RayCluster", klog.KObj(rc))
+	return nil
+}
+
+// updatePreview brings the preview's worker count and suspend to the spec (and reverts a hand edit).
+func (r *Reconciler) updatePreview(ctx context.Context, s *scope, preview *rayv1.RayCluster) error {
+	want := s.desired.DeepCopy()
+	want.Name = preview.Name
+	want.Annotations[v1alpha1.AnnotationPreview] = "true"
+	updated := preview.DeepCopy()
+	if applyDesired(updated, want) == "" {
+		return nil
+	}
+	if err := r.Update(ctx, updated); err != nil {
+		return fmt.Errorf("updating the preview RayCluster %s: %w", klog.KObj(updated), err)
+	}
+	return nil
+}
+
+// adoptPreview makes a preview the fleet's active RayCluster: its mark goes.
+func (r *Reconciler) adoptPreview(ctx context.Context, preview *rayv1.RayCluster) (*rayv1.RayCluster, error) {
+	adopted := preview.DeepCopy()
+	delete(adopted.Annotations, v1alpha1.AnnotationPreview)
+	if err := r.Update(ctx, adopted); err != nil {
+		return nil, fmt.Errorf("making RayCluster %s the active one: %w", klog.KObj(adopted), err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Switched to the RayCluster", "RayCluster", klog.KObj(adopted))
+	return adopted, nil
+}
+
+// deleteCluster deletes a RayCluster of the fleet (the one observed: a newer one of the same name is
+// left alone).
+func (r *Reconciler) deleteCluster(ctx context.Context, rc *rayv1.RayCluster) error {
+	if err := r.Delete(ctx, rc, client.Preconditions{UID: ptr.To(rc.UID)}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("deleting RayCluster %s: %w", klog.KObj(rc), err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted RayCluster", "RayCluster", klog.KObj(rc))
+	return nil
+}
+
+// blockNotOwned stops a fleet whose RayCluster's name is taken by one it does not control.
+func (r *Reconciler) blockNotOwned(s *scope, rc *rayv1.RayCluster) {
+	s.block(blocker{reason: v1alpha1.ReasonRayClusterNotOwned, degraded: true, stalled: true,
+		message: fmt.Sprintf("RayCluster %s exists and is not controlled by this fleet: rename the fleet or delete the RayCluster", rc.Name)})
+	r.event(s.fleet, corev1.EventTypeWarning, EventRayClusterNotOwned, "RayCluster %s exists and is not controlled by this fleet", rc.Name)
+}
