@@ -442,3 +442,73 @@ func TestCanaryLayout(t *testing.T) {
 		t.Error("laying out a cluster already laid out: no error")
 	}
 }
+
+func TestPreviewClusterNamesTakeTurnsWithinKubeRaysLimit(t *testing.T) {
+	long := strings.Repeat("a", 53)
+	for _, tc := range []struct{ fleet, active, want string }{
+		{"research", "research", "research-bg"},
+		{"research", "research-bg", "research"},
+		{long, long, long[:50] + "-bg"},
+		{long, long[:50] + "-bg", long},
+	} {
+		f := fleet().Mutate(func(f *v1alpha1.AgentFleet) { f.Name = tc.fleet }).Obj()
+		got := rayspecs.PreviewClusterName(f, tc.active)
+		if got != tc.want {
+			t.Errorf("PreviewClusterName(%s, active %s) = %s, want %s", tc.fleet, tc.active, got, tc.want)
+		}
+		if err := rayutils.ValidateRayClusterMetadata(metav1.ObjectMeta{Name: got, Namespace: "agents"}); err != nil {
+			t.Errorf("KubeRay refuses the preview's name %s: %v", got, err)
+		}
+	}
+}
+
+func TestHeadHashChangesOnlyWithTheHead(t *testing.T) {
+	hash := func(f *v1alpha1.AgentFleet) string {
+		t.Helper()
+		rc := build(t, f, rayspecs.Inputs{Prompt: ptr.To(prompt)})
+		h, err := rayspecs.HeadHash(f)
+		if err != nil || rc.Annotations[v1alpha1.AnnotationHeadHash] != h {
+			t.Fatalf("HeadHash = %s, %v; the RayCluster's annotation %s", h, err, rc.Annotations[v1alpha1.AnnotationHeadHash])
+		}
+		return h
+	}
+	base := hash(fleet().Prompt("p", "k").Obj())
+	for name, f := range map[string]*v1alpha1.AgentFleet{
+		"an image":         fleet().Prompt("p", "k").Image("agent:2").Obj(),
+		"a model version":  fleet().Prompt("p", "k").Model("m", "v2").Obj(),
+		"an env":           fleet().Prompt("p", "k").Env("X", "1").Obj(),
+		"worker resources": fleet().Prompt("p", "k").WorkerResources("3", "9Gi").Obj(),
+	} {
+		if got := hash(f); got != base {
+			t.Errorf("%s changed the head hash: a worker roll carries it", name)
+		}
+	}
+	for name, f := range map[string]*v1alpha1.AgentFleet{
+		"rayVersion":     fleet().Prompt("p", "k").RayVersion("2.99.0").Obj(),
+		"head resources": fleet().Prompt("p", "k").Mutate(func(f *v1alpha1.AgentFleet) { f.Spec.Head.CPU = ptr.To(resource.MustParse("3")) }).Obj(),
+	} {
+		if got := hash(f); got == base {
+			t.Errorf("%s left the head hash as it was: it needs a new RayCluster", name)
+		}
+	}
+}
+
+func TestKeepTemplates(t *testing.T) {
+	running := build(t, fleet().Replicas(4).RayVersion("2.9.0").Prompt("p", "k").Obj(), rayspecs.Inputs{Prompt: ptr.To(prompt)})
+	built := build(t, fleet().Replicas(6).RayVersion("2.10.0").Suspend(true).Prompt("p", "k").Obj(), rayspecs.Inputs{Prompt: ptr.To("another prompt")})
+	if err := rayspecs.KeepTemplates(built, running); err != nil {
+		t.Fatal(err)
+	}
+	want := running.Spec.DeepCopy()
+	want.Suspend = ptr.To(true)
+	g := &want.WorkerGroupSpecs[0]
+	g.Replicas, g.MinReplicas, g.MaxReplicas = ptr.To[int32](6), ptr.To[int32](6), ptr.To[int32](6)
+	if diff := cmp.Diff(*want, built.Spec); diff != "" {
+		t.Errorf("kept spec (-want +got):\n%s", diff)
+	}
+	for _, k := range []string{v1alpha1.AnnotationTemplateHash, v1alpha1.AnnotationHeadHash} {
+		if built.Annotations[k] != running.Annotations[k] {
+			t.Errorf("annotation %s = %s, want the running RayCluster's %s", k, built.Annotations[k], running.Annotations[k])
+		}
+	}
+}
