@@ -75,8 +75,8 @@ type scope struct {
 	blocked *blocker
 	prompt  *string
 
-	desired *rayv1.RayCluster                // what rayspecs built, laid out for a canary (reconcileCanary)
-	built   v1alpha1.RevisionStatus          // the worker revision rayspecs built, before any layout
+	desired *rayv1.RayCluster       // what rayspecs built, laid out for a canary (reconcileCanary)
+	built   v1alpha1.RevisionStatus // the worker revision rayspecs built, before any layout
 	// active is the fleet's RayCluster that runs its agents, as listed (nil: none yet); cluster is it
 	// as observed after this reconcile's writes.
 	active  *rayv1.RayCluster

@@ -121,4 +121,3 @@ func updateFleet(t *testing.T, key client.ObjectKey, change func(*v1alpha1.Agent
 		return true, ""
 	})
 }
-
