@@ -109,7 +109,10 @@ func PreviewClusterName(f *v1alpha1.AgentFleet, active string) string {
 	}
 	name := f.Name
 	if n := rayutils.MaxRayClusterNameLength - len(blueGreenSuffix); len(name) > n {
-		name = name[:n]
+		// A hash of the whole name in place of what is cut: two fleets whose names differ only
+		// past the cut must not take each other's preview.
+		sum := sha256.Sum256([]byte(f.Name))
+		name = name[:n-6] + "-" + hex.EncodeToString(sum[:])[:5]
 	}
 	return name + blueGreenSuffix
 }

@@ -1,6 +1,8 @@
 package rayspecs_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -448,8 +450,8 @@ func TestPreviewClusterNamesTakeTurnsWithinKubeRaysLimit(t *testing.T) {
 	for _, tc := range []struct{ fleet, active, want string }{
 		{"research", "research", "research-bg"},
 		{"research", "research-bg", "research"},
-		{long, long, long[:50] + "-bg"},
-		{long, long[:50] + "-bg", long},
+		{long, long, long[:44] + "-" + shortHash(long) + "-bg"},
+		{long, long[:44] + "-" + shortHash(long) + "-bg", long},
 	} {
 		f := fleet().Mutate(func(f *v1alpha1.AgentFleet) { f.Name = tc.fleet }).Obj()
 		got := rayspecs.PreviewClusterName(f, tc.active)
@@ -511,4 +513,10 @@ func TestKeepTemplates(t *testing.T) {
 			t.Errorf("annotation %s = %s, want the running RayCluster's %s", k, built.Annotations[k], running.Annotations[k])
 		}
 	}
+}
+
+// shortHash is the first five hex digits of a name's SHA-256.
+func shortHash(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:])[:5]
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	dto "github.com/prometheus/client_model/go"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,13 +52,19 @@ func (e *env) refused(obj client.Object, msgs ...string) {
 	}
 }
 
-// runningFleet makes the fleet's RayCluster, n Ready workers on its template and a ready head, as
-// KubeRay and the kubelets would, and returns the worker names once the fleet is Ready.
+// runningFleet makes the fleet's RayCluster, n Ready workers on its template (with their heartbeat
+// Leases, idle, if the fleet has heartbeats) and a ready head, as KubeRay, the kubelets and the
+// agents would, and returns the worker names once the fleet is Ready.
 func (e *env) runningFleet(name string, n int) []string {
 	e.t.Helper()
 	e.reconcile(name)
 	rc := e.rayCluster(name)
 	workers := e.workers(rc, n, rayspecs.WorkerHash(rc), true)
+	if e.get(name).Spec.Health.Heartbeat != nil {
+		for _, w := range workers {
+			e.report(name, w, tokens(0, 0))
+		}
+	}
 	e.headReady(rc)
 	e.reconcile(name)
 	e.condition(name, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, fmt.Sprintf("%d of %d agent workers ready", n, n))
@@ -212,6 +219,14 @@ func TestBadInputFiveHundredJobs(t *testing.T) {
 	}
 	e.refused(e.fleet("many").Mutate(func(f *v1alpha1.AgentFleet) { f.Spec.Jobs = many }).Obj(), "spec.jobs", "must have at most 32 items")
 
+	// Within every field's limit, but more than etcd stores in one object (1.5 MiB): refused whole.
+	huge := make([]v1alpha1.JobSpec, 32)
+	for i := range huge {
+		huge[i] = jobNamed(30, i)
+		huge[i].RuntimeEnvYAML = "env_vars:\n  CONTEXT: " + strings.Repeat("c", 60<<10) + "\n"
+	}
+	e.refused(e.fleet("huge").Mutate(func(f *v1alpha1.AgentFleet) { f.Spec.Jobs = huge }).Obj(), "too large")
+
 	// The CRD's maximum, 32 jobs with the longest names: 32 RayJobs in one reconcile, each named
 	// within KubeRay's limit, none twice.
 	e.apply(e.fleet("agents").Mutate(func(f *v1alpha1.AgentFleet) { f.Spec.Jobs = many[:32] }).Obj())
@@ -285,6 +300,12 @@ func TestBadInputNamesAtTheLimit(t *testing.T) {
 		e.refused(e.fleet(long(n)).Obj(), "at most 53 characters")
 	}
 	e.refused(e.fleet("agents").Job(jobNamed(31, 0)).Obj(), "spec.jobs[0].name")
+	// A blue-green preview is named <fleet>-bg, the fleet's name cut to KubeRay's 53 characters: two
+	// fleets whose names differ only past that cut must not take each other's preview.
+	a, b := e.fleet(long(53)[:50]+"aaa").Obj(), e.fleet(long(53)[:50]+"bbb").Obj()
+	if pa, pb := rayspecs.PreviewClusterName(a, a.Name), rayspecs.PreviewClusterName(b, b.Name); pa == pb {
+		t.Errorf("fleets %s and %s both name their blue-green preview RayCluster %s", a.Name, b.Name, pa)
+	}
 
 	// The longest name the CRD admits, with heartbeats, the longest job names and cost center: every
 	// derived name and label is valid, so that neither the API server nor KubeRay refuses any of
@@ -345,9 +366,14 @@ func TestBadInputNamesAtTheLimit(t *testing.T) {
 
 	e.headReady(rc)
 	e.reconcile(name)
+	// The hourly job's first run, at the next full hour after the fleet was made: its name has the
+	// run's suffix too.
+	next := e.clock.Now().Truncate(time.Hour).Add(time.Hour)
+	e.clock.SetTime(next.Add(time.Second))
+	e.reconcile(name)
 	jobs := e.rayJobs()
 	if len(jobs) != 2 {
-		t.Fatalf("RayJobs %v, want the one-off and the hourly run", names(jobs))
+		t.Fatalf("RayJobs %v, want the one-off and the hourly run of %s", names(jobs), next)
 	}
 	for _, j := range jobs {
 		if err := rayutils.ValidateRayJobMetadata(j.ObjectMeta); err != nil {
@@ -453,13 +479,10 @@ func TestBadInputSecretKeyDisappears(t *testing.T) {
 // does not exist, must change nothing of this fleet: no replacement, no usage, no budget, no status.
 func TestBadInputLeaseOfAnotherFleet(t *testing.T) {
 	e := newEnv(t)
-	hb := func(f *v1alpha1.AgentFleet) {
-		f.Spec.Health.Heartbeat = &v1alpha1.HeartbeatSpec{IntervalSeconds: 10, ProgressDeadlineSeconds: 600, MaxRepeatedActions: 20, MaxStepsPerTask: 500}
-	}
-	e.apply(e.fleet("agents").Replicas(1).Mutate(hb).Mutate(func(f *v1alpha1.AgentFleet) {
+	e.apply(e.fleet("agents").Replicas(1).Heartbeat(10, 600, 20, 500).Mutate(func(f *v1alpha1.AgentFleet) {
 		f.Spec.Budgets = &v1alpha1.BudgetsSpec{MaxTokensPerHour: ptr.To[int64](1000), MaxTokens: ptr.To[int64](1000), OnExceeded: v1alpha1.BudgetPause}
 	}).Obj())
-	e.apply(e.fleet("other").Replicas(1).Mutate(hb).Obj())
+	e.apply(e.fleet("other").Replicas(1).Heartbeat(10, 600, 20, 500).Obj())
 	e.clockFrom("agents")
 	mine := e.runningFleet("agents", 1)[0]
 	theirs := e.runningFleet("other", 1)[0]
@@ -479,10 +502,11 @@ func TestBadInputLeaseOfAnotherFleet(t *testing.T) {
 	}
 	// The other fleet's agent labels its own Lease as this fleet's (a wrong AGENTFLEET_FLEET), and
 	// writes one named like a worker of this fleet that does not exist.
-	e.report("agents", theirs, forged())
-	e.report("agents", "agents-agents-worker-f0rgd", forged())
+	e.forgeLease("agents", theirs, forged())
+	e.forgeLease("agents", "agents-agents-worker-f0rgd", forged())
 	e.clock.Step(time.Second)
-	e.report("agents", theirs, forged())
+	e.forgeLease("agents", theirs, forged())
+	e.forgeLease("agents", "agents-agents-worker-f0rgd", forged())
 	e.reconcile("agents")
 
 	e.untouched(rcBefore, []string{mine})
@@ -504,6 +528,29 @@ func TestBadInputLeaseOfAnotherFleet(t *testing.T) {
 	e.report("agents", mine, tokens(1000, 10))
 	e.reconcile("agents")
 	e.condition("agents", v1alpha1.ConditionBudgetExceeded, metav1.ConditionTrue, v1alpha1.ReasonBudgetExceeded, "maxTokensPerHour (1000)")
+}
+
+// forgeLease writes the Lease name labelled as fleet with annotations, renewed now, whatever it was
+// labelled before, and gives the event to the usage ledger as the leader's informer would.
+func (e *env) forgeLease(fleet, name string, annotations map[string]string) {
+	e.t.Helper()
+	now := metav1.NewMicroTime(e.clock.Now())
+	l := &coordinationv1.Lease{}
+	var old *coordinationv1.Lease
+	if err := k8s.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: name}, l); err == nil {
+		old = l.DeepCopy()
+		l.Labels, l.Annotations, l.Spec.RenewTime = map[string]string{v1alpha1.LabelFleet: fleet}, annotations, &now
+		if err := k8s.Update(e.ctx, l); err != nil {
+			e.t.Fatal(err)
+		}
+	} else {
+		l = &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: e.ns, Labels: map[string]string{v1alpha1.LabelFleet: fleet}, Annotations: annotations},
+			Spec:       coordinationv1.LeaseSpec{RenewTime: &now},
+		}
+		e.apply(l)
+	}
+	e.r.AccountLease(e.ctx, old, l, false)
 }
 
 // tokensCounted is agentfleet_tokens_total of a fleet, both directions, any model.

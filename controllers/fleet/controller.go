@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -173,6 +174,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			break
 		}
 	}
+	if s.cluster == nil && s.blocked != nil && err == nil {
+		// Held before the RayCluster phase (an input gone, a dependency, the GPU policy): the
+		// RayCluster that runs is left as it is, and the status still reports it and its workers.
+		s.cluster, err = r.observeActiveCluster(ctx, s.fleet)
+	}
 	if s.cluster != nil && s.pods == nil && err == nil {
 		// The pods are observed even when a phase blocked, so that status stays truthful.
 		s.pods, err = r.workerPods(ctx, s.cluster)
@@ -240,4 +246,24 @@ func (r *Reconciler) event(f *v1alpha1.AgentFleet, eventType, reason, format str
 	if r.Recorder != nil {
 		r.Recorder.Eventf(f, eventType, reason, format, args...)
 	}
+}
+
+// observeActiveCluster reads the RayCluster the fleet's status names as its active one, nil if the
+// status names none (the fleet never ran), it is gone, or the fleet does not control it.
+func (r *Reconciler) observeActiveCluster(ctx context.Context, f *v1alpha1.AgentFleet) (*rayv1.RayCluster, error) {
+	name := f.Status.RayClusterName
+	if name == "" {
+		return nil, nil
+	}
+	rc := &rayv1.RayCluster{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: name}, rc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading RayCluster %s/%s: %w", f.Namespace, name, err)
+	}
+	if !metav1.IsControlledBy(rc, f) || !rc.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
+	return rc, nil
 }

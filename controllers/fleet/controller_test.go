@@ -180,11 +180,11 @@ func TestMissingPromptThenPromptAppears(t *testing.T) {
 func TestMissingSecretHoldsTheFleet(t *testing.T) {
 	e := newEnv(t)
 	e.apply(e.fleet("agents").SecretEnv("ANTHROPIC_API_KEY", "llm-keys", "anthropic").SecretEnv("GITHUB_TOKEN", "gh", "token").Obj())
-	e.apply(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gh", Namespace: e.ns}})
+	e.apply(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gh", Namespace: e.ns}, Data: map[string][]byte{"token": []byte("t")}})
 	e.reconcile("agents")
 	e.noRayCluster("agents")
 	e.condition("agents", v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonSecretNotFound, "Secrets not found in "+e.ns+" (spec.secretEnv): llm-keys")
-	e.apply(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "llm-keys", Namespace: e.ns}})
+	e.apply(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "llm-keys", Namespace: e.ns}, Data: map[string][]byte{"anthropic": []byte("k")}})
 	e.reconcile("agents")
 	e.rayCluster("agents")
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
@@ -51,7 +53,7 @@ func (r *Reconciler) reconcileInputs(ctx context.Context, s *scope) error {
 		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ref.Name}, cm); err != nil {
 			if apierrors.IsNotFound(err) {
 				s.block(blocker{reason: v1alpha1.ReasonPromptNotFound, degraded: true, stalled: true,
-					message: fmt.Sprintf("prompt ConfigMap %s/%s not found (spec.prompt.configMapRef)", f.Namespace, ref.Name)})
+					message: fmt.Sprintf("prompt ConfigMap %s/%s not found (spec.prompt.configMapRef)%s", f.Namespace, ref.Name, heldInputs)})
 				return nil
 			}
 			return fmt.Errorf("reading the prompt ConfigMap %s: %w", ref.Name, err)
@@ -64,26 +66,93 @@ func (r *Reconciler) reconcileInputs(ctx context.Context, s *scope) error {
 			}
 			slices.Sort(keys)
 			s.block(blocker{reason: v1alpha1.ReasonPromptNotFound, degraded: true, stalled: true,
-				message: fmt.Sprintf("prompt ConfigMap %s/%s has no key %q (it has: %s)", f.Namespace, ref.Name, ref.Key, strings.Join(keys, ", "))})
+				message: fmt.Sprintf("prompt ConfigMap %s/%s has no key %q (it has: %s)%s", f.Namespace, ref.Name, ref.Key, strings.Join(keys, ", "), heldInputs)})
 			return nil
 		}
 		s.prompt = &text
 	}
-	var missing []string
+	var missing, noKey []string
 	for _, name := range indexSecrets(f) {
 		secret := &metav1.PartialObjectMetadata{}
 		secret.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		if err := r.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: name}, secret); err != nil {
+		key := client.ObjectKey{Namespace: f.Namespace, Name: name}
+		if err := r.Get(ctx, key, secret); err != nil {
 			if apierrors.IsNotFound(err) {
+				secretKeys.forget(key)
 				missing = append(missing, name)
 				continue
 			}
 			return fmt.Errorf("reading Secret %s: %w", name, err)
 		}
+		// A key that disappears holds the fleet as a missing Secret does: a worker started without
+		// it would fail with CreateContainerConfigError, and its replacements too (issue 14).
+		keys, err := secretKeys.keys(ctx, r.APIReader, key, secret.ResourceVersion)
+		if err != nil {
+			return err
+		}
+		for _, e := range f.Spec.SecretEnv {
+			if e.SecretKeyRef.Name == name && !keys.Has(e.SecretKeyRef.Key) {
+				noKey = append(noKey, fmt.Sprintf("Secret %s in %s has no key %q (spec.secretEnv %s)", name, f.Namespace, e.SecretKeyRef.Key, e.Name))
+			}
+		}
 	}
-	if len(missing) > 0 {
+	switch {
+	case len(missing) > 0:
 		s.block(blocker{reason: v1alpha1.ReasonSecretNotFound, degraded: true, stalled: true,
-			message: fmt.Sprintf("Secrets not found in %s (spec.secretEnv): %s", f.Namespace, strings.Join(missing, ", "))})
+			message: fmt.Sprintf("Secrets not found in %s (spec.secretEnv): %s%s", f.Namespace, strings.Join(missing, ", "), heldInputs)})
+	case len(noKey) > 0:
+		s.block(blocker{reason: v1alpha1.ReasonSecretNotFound, degraded: true, stalled: true,
+			message: strings.Join(noKey, "; ") + heldInputs})
 	}
 	return nil
+}
+
+// heldInputs ends the message of a fleet held by a missing input: what happens to a fleet that
+// already runs (its RayCluster is left as it is, and no worker is replaced: a replacement could not
+// start either).
+const heldInputs = ": no new worker could start; the running workers keep theirs, and the RayCluster is left as it is until it is back"
+
+// secretKeys are the key names, never the values, of the Secrets fleets reference, by
+// resourceVersion. Only Secrets' metadata is cached; their contents are read from the API server
+// only when a Secret changed (as ConfigMapPrices does), so that a fleet that is not changing costs
+// no request for them, and dropped at once.
+var secretKeys = &secretKeyCache{entries: map[client.ObjectKey]secretKeyEntry{}}
+
+type secretKeyCache struct {
+	mu      sync.Mutex
+	entries map[client.ObjectKey]secretKeyEntry
+}
+
+type secretKeyEntry struct {
+	version string
+	keys    sets.Set[string]
+}
+
+// keys returns the key names of the Secret key at resourceVersion version (from the cache's
+// metadata), reading it from the API server when that version was not read yet.
+func (c *secretKeyCache) keys(ctx context.Context, reader client.Reader, key client.ObjectKey, version string) (sets.Set[string], error) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok && e.version == version {
+		return e.keys, nil
+	}
+	secret := &corev1.Secret{}
+	if err := reader.Get(ctx, key, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return sets.New[string](), nil // deleted since the cache saw it: no key, for now
+		}
+		return nil, fmt.Errorf("reading the keys of Secret %s: %w", key.Name, err)
+	}
+	e = secretKeyEntry{version: secret.ResourceVersion, keys: sets.KeySet(secret.Data)}
+	c.mu.Lock()
+	c.entries[key] = e
+	c.mu.Unlock()
+	return e.keys, nil
+}
+
+func (c *secretKeyCache) forget(key client.ObjectKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
 }

@@ -19,6 +19,9 @@ import (
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
+// maxJobMessage bounds status.jobs[].message; the whole message is on the RayJob it names.
+const maxJobMessage = 1024
+
 // reconcileJobs runs the fleet's jobs on its RayCluster once it is ready. A job without a schedule
 // has one RayJob per version of its spec; a scheduled job gets a RayJob per due time (KubeRay's
 // RayCronJob is alpha and off by default in v1.6.1, so the schedule is kept here), never two at once.
@@ -68,7 +71,9 @@ func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 			st.JobStatus = string(latest.Status.JobStatus)
 			st.DeploymentStatus = string(latest.Status.JobDeploymentStatus)
 			if st.Message == "" {
-				st.Message = latest.Status.Message
+				// KubeRay's message of a failed job carries up to 20,000 characters of its logs: 32
+				// of them whole could pass etcd's limit on the fleet, and every status write fail.
+				st.Message = truncate(latest.Status.Message, maxJobMessage)
 			}
 		}
 		s.jobs = append(s.jobs, st)

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -100,6 +101,15 @@ func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, del
 	} else {
 		inc = r.usage.Observe(lease, baseline)
 	}
+	if !r.workerLease(ctx, lease, name, deleted) {
+		// Followed by the ledger (above), so that its past is never counted at once later, but
+		// counted for no fleet and waking none (issue 14, "a Lease written by an agent of another
+		// fleet").
+		if deleted {
+			r.taskTimers.stop(client.ObjectKeyFromObject(lease))
+		}
+		return
+	}
 	f := &v1alpha1.AgentFleet{}
 	if err := r.Get(ctx, key, f); err != nil {
 		f = nil // gone: its counts are still accounted, under the model "unknown"
@@ -115,6 +125,22 @@ func (r *Reconciler) accountLease(ctx context.Context, old, o any, baseline, del
 	} else if f != nil && r.leaseWakes(ctx, f, old, lease, inc, now) {
 		r.wakeFleet(f)
 	}
+}
+
+// workerLease says whether a Lease labelled as fleet is the heartbeat of one of that fleet's workers:
+// its pod (same name, from the cache) carries the fleet's label. The agents of every fleet in a
+// namespace may write any Lease there (a Role cannot restrict create by name), so a Lease labelled
+// as a fleet by another fleet's agent, named after its own pod or after none, must spend nothing of
+// this fleet's budgets. A delete is counted when the pod is gone too: a worker's Lease is deleted
+// after its pod, and the ledger followed the Lease until then, so all a delete can add is what
+// an informer missed, never a forged Lease's counts (those were followed, not counted).
+func (r *Reconciler) workerLease(ctx context.Context, lease *coordinationv1.Lease, fleet string, deleted bool) bool {
+	p := &corev1.Pod{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: lease.Namespace, Name: lease.Name}, p)
+	if apierrors.IsNotFound(err) {
+		return deleted
+	}
+	return err == nil && p.Labels[v1alpha1.LabelFleet] == fleet
 }
 
 // accountIncrease adds a Lease's increase to its fleet's counters and windows, the tokens priced at
