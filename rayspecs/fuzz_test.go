@@ -19,7 +19,7 @@ import (
 // (schemaless) and runtimeEnvYAML (YAML in a string), may fail to build, but only with an error
 // naming them. Its seeds are the fleets of config/samples and a few at the API's limits.
 //
-//	go test ./rayspecs -run '^$' -fuzz FuzzValidFleetsBuild -fuzztime 60s
+//	go test ./rayspecs -run '^$' -fuzz FuzzValidFleetsBuild -fuzztime 60s -fuzzminimizetime 100x -parallel 1
 func FuzzValidFleetsBuild(f *testing.F) {
 	v := loadCRD(f)
 	f.Add("coders", int64(8), int64(1), "NVIDIA-H100-80GB-HBM3", "registry.example.com/agents/coder:2.0.1", "2.52.0",

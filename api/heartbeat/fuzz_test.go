@@ -26,7 +26,7 @@ var leaseCounts = []string{
 // (strconv.FormatInt of what they keep) reads back as itself. The oracle is math/big, not strconv,
 // so that it does not share the parser's mistakes.
 //
-//	cd api/heartbeat && go test -run '^$' -fuzz FuzzParseCount -fuzztime 60s -parallel 1
+//	cd api/heartbeat && go test -run '^$' -fuzz '^FuzzParseCount$' -fuzztime 60s -fuzzminimizetime 100x -parallel 1
 func FuzzParseCount(f *testing.F) {
 	for _, v := range leaseCounts {
 		f.Add(v)
@@ -62,7 +62,7 @@ func FuzzParseCount(f *testing.F) {
 // does; the Python client writes str(int), the same digits) reads back as itself when it is 0 or
 // more, and is refused when negative, whatever blanks surround it.
 //
-//	cd api/heartbeat && go test -run '^$' -fuzz FuzzParseCountWritten -fuzztime 60s -parallel 1
+//	cd api/heartbeat && go test -run '^$' -fuzz FuzzParseCountWritten -fuzztime 60s -fuzzminimizetime 100x -parallel 1
 func FuzzParseCountWritten(f *testing.F) {
 	for _, n := range []int64{0, 1, 20, 1000, 400000, -1, math.MaxInt64, math.MinInt64} {
 		f.Add(n, "")
@@ -98,7 +98,7 @@ var leaseTimes = []string{
 // value that TimeFormat reads, written again in the Go client's form, reads back as the same
 // instant, so the operator's parse and the clients' writes agree in both directions.
 //
-//	cd api/heartbeat && go test -run '^$' -fuzz FuzzTimeFormat -fuzztime 60s -parallel 1
+//	cd api/heartbeat && go test -run '^$' -fuzz FuzzTimeFormat -fuzztime 60s -fuzzminimizetime 100x -parallel 1
 func FuzzTimeFormat(f *testing.F) {
 	for i, v := range leaseTimes {
 		f.Add(v, int64(1767236400+i), int64(i*123456789))

@@ -29,13 +29,16 @@ const (
 	ReasonInvalidSpec         = "InvalidSpec"
 	// ReasonGPUNotAllowed: the fleet asks for more GPUs than its namespace allows (label
 	// agentfleet.dev/gpu-allowed=false, annotation agentfleet.dev/max-gpus).
-	ReasonGPUNotAllowed          = "GPUNotAllowed"
-	ReasonRayClusterNotOwned     = "RayClusterNotOwned"
-	ReasonCreating               = "Creating"
-	ReasonRolling                = "Rolling"
-	ReasonScaling                = "Scaling"
-	ReasonHeadNotReady           = "HeadNotReady"
-	ReasonRayClusterFailure      = "RayClusterFailure"
+	ReasonGPUNotAllowed      = "GPUNotAllowed"
+	ReasonRayClusterNotOwned = "RayClusterNotOwned"
+	ReasonCreating           = "Creating"
+	ReasonRolling            = "Rolling"
+	ReasonScaling            = "Scaling"
+	ReasonHeadNotReady       = "HeadNotReady"
+	ReasonRayClusterFailure  = "RayClusterFailure"
+	// ReasonWaitingForKubeRay: KubeRay has not observed the RayCluster's latest generation for a
+	// minute (is the KubeRay operator running?); what it reports is stale until it does.
+	ReasonWaitingForKubeRay      = "WaitingForKubeRay"
 	ReasonSuspended              = "Suspended"
 	ReasonSuspending             = "Suspending"
 	ReasonRestartBudgetExhausted = "RestartBudgetExhausted"

@@ -33,6 +33,10 @@ func viewOf(rc *rayv1.RayCluster) clusterView {
 		RayVersion: rc.Spec.RayVersion, Revision: revisionStatus(rc, v1alpha1.WorkerGroup),
 		HeadReady: headReady(rc), ReadyWorkers: rc.Status.ReadyWorkerReplicas,
 	}
+	if rc.Status.ObservedGeneration < rc.Generation {
+		// What KubeRay reports is of an older spec of it: not yet ready for this one.
+		v.HeadReady, v.ReadyWorkers = false, 0
+	}
 	v.Revision.TemplateHash, v.Revision.RayVersion, v.Revision.RayCluster = v.TemplateHash, v.RayVersion, rc.Name
 	return v
 }
@@ -106,10 +110,14 @@ func planBlueGreen(o blueGreenObservation) blueGreenPlan {
 	if o.Strategy != v1alpha1.RolloutBlueGreen {
 		plan.DeletePreview = o.Preview != nil
 		if headChanged(active, o.Desired) {
+			what := "spec.head"
+			if active.RayVersion != o.Desired.RayVersion {
+				what = fmt.Sprintf("rayVersion %s → %s", active.RayVersion, o.Desired.RayVersion)
+			}
 			plan.Keep = true
-			plan.NeedsBlueGreen = fmt.Sprintf("the spec changes the Ray head (rayVersion %s → %s, or spec.head), which a worker roll cannot carry: "+
+			plan.NeedsBlueGreen = fmt.Sprintf("the spec changes the Ray head (%s), which a worker roll cannot carry: "+
 				"RayCluster %s keeps running what it runs; set spec.rollout.strategy to BlueGreen to move to a new RayCluster, or revert the change",
-				active.RayVersion, o.Desired.RayVersion, active.Name)
+				what, active.Name)
 		}
 		return plan
 	}
@@ -128,6 +136,14 @@ func planBlueGreen(o blueGreenObservation) blueGreenPlan {
 		switch {
 		case is(v1alpha1.RolloutPhasePromoted, active.TemplateHash):
 			plan.Status = prev.DeepCopy()
+		case is(v1alpha1.RolloutPhasePreview, active.TemplateHash):
+			// A switch cut between deleting the old RayCluster and writing the status: the
+			// preview is the active one now.
+			now := metav1.NewTime(o.Now)
+			plan.Status = prev.DeepCopy()
+			plan.Status.Phase, plan.Status.FinishedAt, plan.Status.Stable = v1alpha1.RolloutPhasePromoted, &now, active.Revision
+			plan.Status.Message = fmt.Sprintf("switched to RayCluster %s", active.Name)
+			plan.EventReason, plan.Message = EventBlueGreenPromoted, fmt.Sprintf("RayCluster %s with revision %s is the active one", active.Name, active.Revision.Revision)
 		case prev != nil && prev.Canary != nil && prev.Phase != v1alpha1.RolloutPhasePromoted:
 			plan.Status = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutBlueGreen, Phase: v1alpha1.RolloutPhaseStable, Stable: active.Revision}
 			plan.EventReason = EventBlueGreenAbandoned

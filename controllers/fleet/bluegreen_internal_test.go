@@ -57,7 +57,7 @@ func TestPlanBlueGreen(t *testing.T) {
 		}
 		return "RayCluster agents-bg: head ready false, " + ready + " of 4 agent workers ready"
 	}
-	headMsg := "the spec changes the Ray head (rayVersion 2.9.0 → 2.10.0, or spec.head), which a worker roll cannot carry: " +
+	headMsg := "the spec changes the Ray head (rayVersion 2.9.0 → 2.10.0), which a worker roll cannot carry: " +
 		"RayCluster agents keeps running what it runs; set spec.rollout.strategy to BlueGreen to move to a new RayCluster, or revert the change"
 
 	for _, tc := range []struct {
@@ -80,6 +80,13 @@ func TestPlanBlueGreen(t *testing.T) {
 		name: "Canary, a change of the head: not applied either",
 		o:    bgObs(func(o *blueGreenObservation) { o.Strategy = v1alpha1.RolloutCanary }),
 		want: blueGreenPlan{Keep: true, NeedsBlueGreen: headMsg},
+	}, {
+		name: "Rolling, a change of spec.head only: not applied",
+		o: bgObs(func(o *blueGreenObservation) {
+			o.Strategy, o.Desired.RayVersion = v1alpha1.RolloutRolling, "2.9.0"
+		}),
+		want: blueGreenPlan{Keep: true, NeedsBlueGreen: "the spec changes the Ray head (spec.head), which a worker roll cannot carry: " +
+			"RayCluster agents keeps running what it runs; set spec.rollout.strategy to BlueGreen to move to a new RayCluster, or revert the change"},
 	}, {
 		name: "Rolling, a change of the workers only: applied as under Rolling",
 		o: bgObs(func(o *blueGreenObservation) {
@@ -188,6 +195,14 @@ func TestPlanBlueGreen(t *testing.T) {
 			o.Previous = finished(status(v1alpha1.RolloutPhasePromoted, greenRv, &started, "switched"))
 		}),
 		want: blueGreenPlan{Decided: true, Status: finished(status(v1alpha1.RolloutPhasePromoted, greenRv, &started, "switched"))},
+	}, {
+		name: "BlueGreen, a switch cut before its status was written: Promoted, told",
+		o: bgObs(func(o *blueGreenObservation) {
+			o.Active = &clusterView{Name: "agents-bg", TemplateHash: "t2", HeadHash: "h2", RayVersion: "2.10.0", Revision: greenRv, HeadReady: true, ReadyWorkers: 4}
+			o.Previous = status(v1alpha1.RolloutPhasePreview, blueRv, &started, "creating RayCluster agents-bg")
+		}),
+		want: blueGreenPlan{Decided: true, Status: finished(status(v1alpha1.RolloutPhasePromoted, greenRv, &started, "switched to RayCluster agents-bg")),
+			EventReason: EventBlueGreenPromoted, Message: "RayCluster agents-bg with revision w1 is the active one"},
 	}, {
 		name: "BlueGreen, a Canary status before: Stable, no event",
 		o: bgObs(func(o *blueGreenObservation) {

@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,12 +58,20 @@ func (e *env) update(name string, change func(*v1alpha1.AgentFleet)) {
 	}
 }
 
+// gone asserts that a RayCluster is being deleted, in the foreground (it stays until its pods are
+// gone), and then collects it as the garbage collector would once they are (envtest runs none).
 func (e *env) gone(name string) {
 	e.t.Helper()
 	rc := &rayv1.RayCluster{}
-	err := k8s.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: name}, rc)
-	if err == nil && rc.DeletionTimestamp.IsZero() {
-		e.t.Fatalf("RayCluster %s still exists, not being deleted", name)
+	if err := k8s.Get(e.ctx, client.ObjectKey{Namespace: e.ns, Name: name}, rc); err != nil {
+		e.t.Fatalf("RayCluster %s: %v, want it being deleted in the foreground", name, err)
+	}
+	if rc.DeletionTimestamp.IsZero() || !slices.Contains(rc.Finalizers, metav1.FinalizerDeleteDependents) {
+		e.t.Fatalf("RayCluster %s: deletionTimestamp %v, finalizers %v: want it being deleted in the foreground", name, rc.DeletionTimestamp, rc.Finalizers)
+	}
+	rc.Finalizers = nil
+	if err := k8s.Update(e.ctx, rc); err != nil {
+		e.t.Fatal(err)
 	}
 }
 
@@ -218,9 +227,10 @@ func TestBlueGreenSwitchCutMidWayIsFinished(t *testing.T) {
 		t.Errorf("the preview left alone was not made the active RayCluster")
 	}
 	e.noRayCluster("agents")
-	if f := e.get("agents"); f.Status.RayClusterName != "agents-bg" {
-		t.Errorf("rayClusterName %s, want agents-bg", f.Status.RayClusterName)
+	if f := e.get("agents"); f.Status.RayClusterName != "agents-bg" || f.Status.Rollout.Phase != v1alpha1.RolloutPhasePromoted {
+		t.Errorf("rayClusterName %s, rollout %+v: want agents-bg, Promoted", f.Status.RayClusterName, f.Status.Rollout)
 	}
+	e.event(fleet.EventBlueGreenPromoted)
 }
 
 func TestStrategyLeavesBlueGreenMidPreview(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/klog/v2"
@@ -68,6 +67,9 @@ func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
 		Paused: f.Spec.Suspend, Desired: viewOf(s.desired), Previous: f.Status.Rollout, PreviewNameTaken: deleting.Has(previewName),
 	}
 	o.Desired.Revision.RayCluster = previewName
+	if active == nil {
+		o.Desired.Revision.RayCluster = activeName // the first RayCluster is created under it
+	}
 	if active != nil {
 		v := viewOf(active)
 		o.Active = &v
@@ -113,15 +115,15 @@ func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
 		}
 		s.built = revisionStatus(s.desired, v1alpha1.WorkerGroup)
 	}
-	s.active = active
+	s.active, s.preview = active, preview != nil || plan.CreatePreview
 	if active != nil {
 		s.desired.Name = active.Name
+		s.activeVersion = active.ResourceVersion
 	}
 	s.needsBlueGreen = plan.NeedsBlueGreen
-	if plan.NeedsBlueGreen != "" {
-		if c := meta.FindStatusCondition(f.Status.Conditions, v1alpha1.ConditionDegraded); c == nil || c.Reason != v1alpha1.ReasonNeedsBlueGreen {
-			r.eventAfterStatus(s, corev1.EventTypeWarning, EventNeedsBlueGreen, "%s", plan.NeedsBlueGreen)
-		}
+	if plan.NeedsBlueGreen != "" && f.Status.ObservedGeneration != f.Generation {
+		// Told once per generation: the first pass that reconciles the change.
+		r.eventAfterStatus(s, corev1.EventTypeWarning, EventNeedsBlueGreen, "%s", plan.NeedsBlueGreen)
 	}
 	if plan.Decided {
 		s.rolloutStatus, s.rolloutDecided = plan.Status, true
@@ -144,9 +146,14 @@ func (r *Reconciler) createPreview(ctx context.Context, s *scope, name string) e
 	rc.Annotations[v1alpha1.AnnotationPreview] = "true"
 	err := r.Create(ctx, rc)
 	if apierrors.IsAlreadyExists(err) {
+		// Ours, created by an earlier pass and not in the cache yet, or someone else's.
 		existing := &rayv1.RayCluster{}
-		if err := r.Get(ctx, client.ObjectKeyFromObject(rc), existing); err == nil && !metav1.IsControlledBy(existing, s.fleet) {
-			r.blockNotOwned(s, existing)
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rc), existing); err == nil {
+			if !metav1.IsControlledBy(existing, s.fleet) {
+				r.blockNotOwned(s, existing)
+			} else {
+				s.requeue(conflictRequeue)
+			}
 			return nil
 		}
 	}
@@ -174,9 +181,12 @@ func (r *Reconciler) updatePreview(ctx context.Context, s *scope, preview *rayv1
 
 // adoptPreview makes a preview the fleet's active RayCluster: its mark goes.
 func (r *Reconciler) adoptPreview(ctx context.Context, preview *rayv1.RayCluster) (*rayv1.RayCluster, error) {
+	// A merge patch, without the resourceVersion: KubeRay's status writes must not make the switch
+	// conflict between deleting the old RayCluster and unmarking the new one.
 	adopted := preview.DeepCopy()
+	patch := client.MergeFrom(preview)
 	delete(adopted.Annotations, v1alpha1.AnnotationPreview)
-	if err := r.Update(ctx, adopted); err != nil {
+	if err := r.Patch(ctx, adopted, patch); err != nil {
 		return nil, fmt.Errorf("making RayCluster %s the active one: %w", klog.KObj(adopted), err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Switched to the RayCluster", "RayCluster", klog.KObj(adopted))
@@ -184,9 +194,11 @@ func (r *Reconciler) adoptPreview(ctx context.Context, preview *rayv1.RayCluster
 }
 
 // deleteCluster deletes a RayCluster of the fleet (the one observed: a newer one of the same name is
-// left alone).
+// left alone), in the foreground: the RayCluster stays, being deleted, until its pods are gone, so
+// that its name is not taken again while they live (KubeRay tells a RayCluster's pods by its name
+// alone: a new RayCluster of the name would count the old, terminating ones as its own).
 func (r *Reconciler) deleteCluster(ctx context.Context, rc *rayv1.RayCluster) error {
-	if err := r.Delete(ctx, rc, client.Preconditions{UID: ptr.To(rc.UID)}); client.IgnoreNotFound(err) != nil {
+	if err := r.Delete(ctx, rc, client.Preconditions{UID: ptr.To(rc.UID)}, client.PropagationPolicy(metav1.DeletePropagationForeground)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("deleting RayCluster %s: %w", klog.KObj(rc), err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Deleted RayCluster", "RayCluster", klog.KObj(rc))

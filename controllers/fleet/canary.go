@@ -118,6 +118,9 @@ func planCanary(o canaryObservation) canaryPlan {
 		return plan
 	}
 	prev := o.Previous
+	if prev != nil && prev.Strategy != v1alpha1.RolloutCanary {
+		prev = nil // another strategy's rollout (BlueGreen's) is not a canary's
+	}
 	sameCanary := prev != nil && prev.Canary != nil && prev.Canary.Revision == o.Desired.Revision
 	is := func(phases ...v1alpha1.RolloutPhase) bool {
 		return prev != nil && slices.Contains(phases, prev.Phase)

@@ -82,10 +82,14 @@ type scope struct {
 	// as observed after this reconcile's writes.
 	active  *rayv1.RayCluster
 	cluster *rayv1.RayCluster
-	pods    []corev1.Pod                     // the agent worker pods
-	pending sets.Set[string]                 // workers handed to KubeRay for deletion that still exist
-	leases  map[string]*coordinationv1.Lease // heartbeat Leases by worker, once listed (heartbeatLeases)
-	jobs    []v1alpha1.JobStatus
+	// activeVersion is the active RayCluster's resourceVersion as listed; preview: a blue-green
+	// preview RayCluster exists beside it (or is being created).
+	activeVersion string
+	preview       bool
+	pods          []corev1.Pod                     // the agent worker pods
+	pending       sets.Set[string]                 // workers handed to KubeRay for deletion that still exist
+	leases        map[string]*coordinationv1.Lease // heartbeat Leases by worker, once listed (heartbeatLeases)
+	jobs          []v1alpha1.JobStatus
 
 	// What the rollout and the supervisor decided, for the handover phase to write.
 	rollout rolloutPlan
@@ -185,6 +189,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if !apierrors.IsConflict(err) {
 		err = errors.Join(err, r.reconcileLeaseDirectives(ctx, s))
+	}
+	if s.cluster != nil && s.activeVersion != "" && s.activeVersion == s.cluster.ResourceVersion {
+		// KubeRay behind a RayCluster this pass did not write (a write's own event brings the next
+		// pass): look again when the fleet should say so, if KubeRay is still behind then.
+		if lag, behind := kubeRayLag(s.cluster, s.now); behind && lag < kubeRayGrace {
+			s.requeue(kubeRayGrace - lag)
+		}
 	}
 	r.observeUsage(ctx, s)
 	if apierrors.IsConflict(err) {

@@ -324,9 +324,10 @@ func (r *Reconciler) meterGPUs(ctx context.Context, s *scope) map[string]int32 {
 	log := ctrl.LoggerFrom(ctx)
 	prices, err := r.scopePrices(ctx, s)
 	pods := s.pods
-	if pods == nil {
+	if pods == nil || s.preview {
 		// A phase blocked or failed before the workers were observed (a dependency not ready, a
 		// prompt gone, the GPU policy): the workers of an existing RayCluster still hold their GPUs.
+		// And a blue-green preview's workers hold theirs beside the active RayCluster's.
 		var list corev1.PodList
 		if err := r.List(ctx, &list, client.InNamespace(s.fleet.Namespace),
 			client.MatchingLabels{v1alpha1.LabelFleet: s.fleet.Name, v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
+	rayutils "github.com/ray-project/kuberay/ray-operator/controllers/ray/utils"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
@@ -123,7 +124,8 @@ func (r *Reconciler) runJob(ctx context.Context, s *scope, job *v1alpha1.JobSpec
 		if due.IsZero() {
 			return nil, nil
 		}
-		if n := len(runs); n > 0 && !finished(runs[n-1]) {
+		if n := len(runs); n > 0 && !finished(runs[n-1]) && runs[n-1].Spec.ClusterSelector[rayClusterLabel] == s.cluster.Name {
+			// (A run on another RayCluster, the one a blue-green switch deleted, never finishes.)
 			st.Message = fmt.Sprintf("run due at %s skipped: %s still running", due.UTC().Format(time.RFC3339), runs[n-1].Name)
 			return nil, nil
 		}
@@ -170,6 +172,9 @@ func lastScheduled(runs []*rayv1.RayJob) *metav1.Time {
 	}
 	return last
 }
+
+// rayClusterLabel is the label a RayJob's clusterSelector names its RayCluster by.
+const rayClusterLabel = rayutils.RayClusterLabelKey
 
 func finished(rj *rayv1.RayJob) bool {
 	switch rj.Status.JobDeploymentStatus {

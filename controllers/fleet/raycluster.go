@@ -98,6 +98,7 @@ const (
 	changeDrift    = "drift"    // someone edited the cluster by hand
 	changeSuspend  = "suspend"
 	changeReplicas = "replicas"
+	changeMetadata = "metadata" // an annotation of ours missing or stale (a head hash stamped)
 )
 
 // applyDesired makes rc what desired says, keeping workersToDelete (the rollout phase's), labels and
@@ -145,6 +146,9 @@ func applyDesired(rc, desired *rayv1.RayCluster) string {
 				rc.Annotations = map[string]string{}
 			}
 			rc.Annotations[k] = v
+			if change == "" {
+				change = changeMetadata
+			}
 		}
 	}
 	return change

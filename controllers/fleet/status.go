@@ -269,6 +269,13 @@ func assess(o *statusObservation, c workerCounts) assessment {
 	case rc == nil:
 		return assessment{state: stateProgressing, reason: v1alpha1.ReasonCreating, message: "creating the RayCluster"}
 	}
+	if lag, behind := kubeRayLag(rc, o.Now); behind && lag >= kubeRayGrace {
+		// What KubeRay reports of the RayCluster is older than what it was asked: every other
+		// reading of it would be stale.
+		return assessment{state: stateProgressing, reason: v1alpha1.ReasonWaitingForKubeRay,
+			message: fmt.Sprintf("KubeRay has not observed generation %d of RayCluster %s for %s (it last observed %d): is the KubeRay operator running?",
+				rc.Generation, rc.Name, lag.Round(time.Second), rc.Status.ObservedGeneration)}
+	}
 	if f := meta.FindStatusCondition(rc.Status.Conditions, string(rayv1.RayClusterReplicaFailure)); f != nil && f.Status == metav1.ConditionTrue {
 		return assessment{state: stateDegraded, reason: v1alpha1.ReasonRayClusterFailure,
 			message: fmt.Sprintf("KubeRay reports %s on RayCluster %s: %s", f.Reason, rc.Name, f.Message)}
@@ -411,6 +418,28 @@ func phaseOf(conds []metav1.Condition, suspend bool) v1alpha1.Phase {
 		return v1alpha1.PhaseProgressing
 	}
 	return v1alpha1.PhasePending
+}
+
+// kubeRayGrace is how long KubeRay may take to observe a RayCluster's spec before the fleet says it
+// waits for KubeRay: a busy KubeRay (one reconcile at a time by default) takes seconds, a stopped one
+// never does.
+const kubeRayGrace = time.Minute
+
+// kubeRayLag says whether KubeRay has yet to observe the RayCluster's generation (its
+// status.observedGeneration is behind) and for how long: since the last write of the RayCluster's
+// spec or metadata (its managed fields' times; its creation before any), so a pure function of the
+// object.
+func kubeRayLag(rc *rayv1.RayCluster, now time.Time) (time.Duration, bool) {
+	if rc.Status.ObservedGeneration >= rc.Generation {
+		return 0, false
+	}
+	since := rc.CreationTimestamp.Time
+	for _, m := range rc.ManagedFields {
+		if m.Subresource == "" && m.Time != nil && m.Time.After(since) {
+			since = m.Time.Time
+		}
+	}
+	return max(now.Sub(since), 0), true
 }
 
 // headReady reads KubeRay's HeadPodReady condition.

@@ -201,6 +201,7 @@ func (e *env) headReady(rc *rayv1.RayCluster) {
 	rc = e.rayCluster(rc.Name)
 	rc.Status.State = rayv1.Ready                      //nolint:staticcheck // KubeRay v1.6 still writes State
 	rc.Status.Head.ServiceName = rc.Name + "-head-svc" // KubeRay's name; the operator reads it, never guesses it
+	rc.Status.ObservedGeneration = rc.Generation       // KubeRay observed the spec
 	meta.SetStatusCondition(&rc.Status.Conditions, metav1.Condition{Type: string(rayv1.HeadPodReady), Status: metav1.ConditionTrue, Reason: "HeadPodRunningAndReady"})
 	if err := k8s.Status().Update(e.ctx, rc); err != nil {
 		e.t.Fatal(err)
