@@ -143,6 +143,10 @@ test-e2e: bins python-deps prometheus-deps browser-deps ## The end-to-end tests 
 	mkdir -p $(TEST_ARTIFACTS)
 	go test -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./test/e2e/... ./test/cluster/...
 
+.PHONY: test-chaos
+test-chaos: bins ## Faults survived (build tag chaos, a local cluster of their own): leader failover, KubeRay down, a node deleted, etcd paused, the API server restarted.
+	go test -tags chaos -count=1 -timeout 20m -run '^TestChaos' -v ./test/e2e/
+
 .PHONY: test-argocd
 test-argocd: ## config/argocd's health checks in argo-cd v2.14's util/lua (a module of its own).
 	cd test/argocd && go test -count=1 ./...

@@ -143,6 +143,11 @@ func Decide(o Observation) Decision {
 	var unhealthy []Replacement
 	for i := range o.Workers {
 		p := &o.Workers[i]
+		if beingRemoved(p) {
+			// Kubernetes deletes it (its node is gone or was drained, it was evicted or preempted)
+			// and KubeRay makes its successor: replacing it too would replace it twice.
+			continue
+		}
 		// A failing GPU first: a worker on one often crashes too, and the GPU is the cause.
 		if f, ok := GPUFault(p, o.FaultyNodes); ok {
 			unhealthy = append(unhealthy, Replacement{Worker: p.Name, Reason: GPUUnhealthy, Evidence: f.Evidence(), Since: f.Since})
@@ -286,6 +291,26 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// removedBy are the reasons of a pod's DisruptionTarget condition that Kubernetes deletes the pod
+// for: the pod garbage collector (its node is gone), the taint manager (its node NotReady or
+// unreachable past the toleration), an eviction, a preemption.
+var removedBy = map[string]bool{
+	"DeletionByPodGC": true, "DeletionByTaintManager": true, "EvictionByEvictionAPI": true, "PreemptionByScheduler": true,
+}
+
+// beingRemoved says whether Kubernetes is deleting a worker pod.
+func beingRemoved(p *corev1.Pod) bool {
+	if !p.DeletionTimestamp.IsZero() {
+		return true
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && removedBy[c.Reason] {
+			return true
+		}
+	}
+	return false
 }
 
 // crashed reads a crash from pod status alone.

@@ -90,6 +90,22 @@ func TestDetection(t *testing.T) {
 			p.Status.Conditions[0].LastTransitionTime = ago(7 * time.Second)
 		}), nil, nil,
 			[]sv.Replacement{{"w", sv.Crashed, "pod Failed: Evicted", now.Add(-7 * time.Second)}}},
+		"failed and deleted by the pod garbage collector (its node is gone): KubeRay replaces it": {pod("w", func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "DeletionByPodGC"})
+		}), nil, nil, nil},
+		"being deleted": {pod("w", func(p *corev1.Pod) {
+			deleted := ago(time.Second)
+			p.DeletionTimestamp = &deleted
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}
+		}), nil, nil, nil},
+		"a disruption that does not delete the pod (the kubelet's): a crash": {pod("w", func(p *corev1.Pod) {
+			p.Status.Phase, p.Status.Reason = corev1.PodFailed, "Evicted"
+			p.Status.Conditions[0].Status = corev1.ConditionFalse
+			p.Status.Conditions[0].LastTransitionTime = ago(7 * time.Second)
+			p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue, Reason: "TerminationByKubelet"})
+		}), nil, nil,
+			[]sv.Replacement{{"w", sv.Crashed, "pod Failed: Evicted", now.Add(-7 * time.Second)}}},
 		"unschedulable past the deadline": {pod("w", func(p *corev1.Pod) {
 			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", LastTransitionTime: ago(6 * time.Minute)}}}
 		}), nil, hb, []sv.Replacement{{"w", sv.Crashed, "Pending for 360s", now.Add(-time.Minute)}}},
