@@ -146,14 +146,16 @@ func (r *Reconciler) createPreview(ctx context.Context, s *scope, name string) e
 	rc.Annotations[v1alpha1.AnnotationPreview] = "true"
 	err := r.Create(ctx, rc)
 	if apierrors.IsAlreadyExists(err) {
-		// Ours, created by an earlier pass and not in the cache yet, or someone else's.
+		// Ours, created by an earlier pass and not in the cache yet (then looked at again shortly),
+		// or someone else's.
 		existing := &rayv1.RayCluster{}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(rc), existing); err == nil {
-			if !metav1.IsControlledBy(existing, s.fleet) {
-				r.blockNotOwned(s, existing)
-			} else {
-				s.requeue(conflictRequeue)
-			}
+		err := r.Get(ctx, client.ObjectKeyFromObject(rc), existing)
+		if err == nil && !metav1.IsControlledBy(existing, s.fleet) {
+			r.blockNotOwned(s, existing)
+			return nil
+		}
+		if err == nil || apierrors.IsNotFound(err) {
+			s.requeue(conflictRequeue)
 			return nil
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/agentfleet/agentfleet/gpu"
 )
 
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 
 // reconcileGPUPolicy holds a fleet that asks for more GPUs than its namespace allows, by the same
 // rules as the ValidatingAdmissionPolicy in config/policy (see gpuPolicyVerdict): admission refuses

@@ -28,18 +28,24 @@ import (
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
 )
 
-// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=ray.io,resources=rayclusters;rayjobs,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods;configmaps;secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
+// The verbs the operator uses and no more (the e2e suite checks each against the API server's audit
+// log: test/e2e/rbacusage_test.go). What it reads through its cache needs list and watch, not get;
+// get is for what it reads live (the APIReader: prompt ConfigMaps, Secrets' keys; dependencies).
+// Leases: its own leader election, and what the agents' Role grants, which RBAC lets it grant only
+// if it holds it.
+// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets,verbs=list;watch
+// +kubebuilder:rbac:groups=agentfleet.dev,resources=agentfleets/status,verbs=patch
+// +kubebuilder:rbac:groups=ray.io,resources=rayclusters,verbs=list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ray.io,resources=rayjobs,verbs=list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=selfsubjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch;create;update;patch
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=list;watch;create;update
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=list;watch;create;update
 
 // NewReconciler returns a Reconciler with the defaults of an operator: the real clock, a history of
 // three finished RayJobs per job, the default GPU fault conditions.

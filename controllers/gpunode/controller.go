@@ -18,7 +18,7 @@ import (
 	"github.com/agentfleet/agentfleet/gpu"
 )
 
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Event reasons, on the Node.

@@ -10,6 +10,7 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,10 @@ type Options struct {
 	StartTimeout time.Duration
 	// Progress, when set, receives a line as each part comes up.
 	Progress io.Writer
+	// AuditUsers, when set, turns on the API server's audit log (Cluster.AuditLogPath) for the
+	// requests of these users, at level Metadata (who did what to which object, no bodies): what a
+	// ServiceAccount actually used of what RBAC grants it.
+	AuditUsers []string
 }
 
 // Cluster is a running local cluster.
@@ -241,10 +246,27 @@ func (c *Cluster) startControlPlane() error {
 		Scheme:            Scheme(),
 	}
 	c.env.ControlPlane.Etcd = &envtest.Etcd{Out: etcdLog, Err: etcdLog}
-	api := &envtest.APIServer{Out: apiLog, Err: apiLog}
-	// Audit-free, loopback-only; the admission plugins are the defaults but ServiceAccount (envtest
-	// turns it off: no token controller runs here), which keeps TaintNodesByCondition on, as in a
-	// real cluster.
+	// The API server's certificates and service-account keys in the cluster's folder, not a
+	// temporary one: a restart (RestartAPIServer) keeps them, and the clients' trust and tokens.
+	certDir := filepath.Join(c.Dir, "kube-apiserver")
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return &PartError{Part: "kube-apiserver", Err: err}
+	}
+	api := &envtest.APIServer{Out: apiLog, Err: apiLog, CertDir: certDir}
+	// Loopback-only; the admission plugins are the defaults but ServiceAccount (envtest turns it off:
+	// no token controller runs here), which keeps TaintNodesByCondition on, as in a real cluster.
+	// Audited only where asked.
+	if len(c.opts.AuditUsers) > 0 {
+		policy, err := auditPolicy(c.opts.AuditUsers)
+		if err != nil {
+			return &PartError{Part: "kube-apiserver", Err: err}
+		}
+		policyPath := filepath.Join(c.Dir, "audit-policy.yaml")
+		if err := os.WriteFile(policyPath, policy, 0o600); err != nil {
+			return &PartError{Part: "kube-apiserver", Err: fmt.Errorf("writing the audit policy: %w", err)}
+		}
+		api.Configure().Set("audit-policy-file", policyPath).Set("audit-log-path", c.AuditLogPath())
+	}
 	c.env.ControlPlane.APIServer = api
 	c.envStarted = true // envtest's Stop is safe on a partly started plane
 	cfg, err := c.env.Start()
@@ -591,6 +613,21 @@ func (c *Cluster) RestartPart(ctx context.Context, name string) error {
 		return &PartError{Part: name, Log: old.logPath, Err: err}
 	}
 	return c.waitReady(ctx, p)
+}
+
+// AuditLogPath is the API server's audit log (JSON lines, audit.k8s.io/v1 Events), written when
+// Options.AuditUsers is set.
+func (c *Cluster) AuditLogPath() string { return filepath.Join(c.Dir, "audit.log") }
+
+// auditPolicy logs the requests of users at level Metadata, at their response (a watch's start and
+// end), and nothing else.
+func auditPolicy(users []string) ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"apiVersion": "audit.k8s.io/v1",
+		"kind":       "Policy",
+		"omitStages": []string{"RequestReceived"},
+		"rules":      []map[string]any{{"level": "Metadata", "users": users}, {"level": "None"}},
+	})
 }
 
 // LogPath is the log file of a part, e.g. "kuberay-operator".

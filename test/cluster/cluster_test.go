@@ -43,7 +43,7 @@ func run(m *testing.M) int {
 		cluster.Node{Name: "a100-0", GPUs: 4, GPUProduct: "NVIDIA-A100-SXM4-80GB"},
 		cluster.Node{Name: "cpu-0"})
 	start := time.Now()
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: nodes, Progress: os.Stdout})
+	c, err := cluster.Start(ctx, cluster.Options{Nodes: nodes, Progress: os.Stdout, AuditUsers: []string{auditedUser}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -50,6 +50,8 @@ func run(m *testing.M) int {
 		Nodes: append(cluster.GPUNodes("h100", 2, 8, "NVIDIA-H100-80GB-HBM3"),
 			cluster.Node{Name: "cpu-0", CPU: "512", Memory: "4Ti"}, cluster.Node{Name: "cpu-1", CPU: "512", Memory: "4Ti"}),
 		Progress: os.Stdout,
+		// What the operator does with its role, for checkOperatorGrantsUsed.
+		AuditUsers: []string{operatorUser},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -80,6 +82,13 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code = m.Run()
+	// Only the whole suite uses all the operator needs: a narrowed run would report false unused verbs.
+	if fullSuite() {
+		if err := checkOperatorGrantsUsed(c.AuditLogPath(), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = max(code, 1)
+		}
+	}
 	return code
 }
 
