@@ -23,7 +23,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -126,6 +128,9 @@ func run(ctx context.Context, injections, workers, interval int, loadFor time.Du
 			return fmt.Errorf("%s: %w", reason, err)
 		}
 		fmt.Printf("  %-8s p50 %6.0f ms   p99 %6.0f ms   max %6.0f ms   (n=%d)\n", reason, benchmetrics.Percentile(lat, 50), benchmetrics.Percentile(lat, 99), benchmetrics.Percentile(lat, 100), len(lat))
+		if reason == "Stalled" {
+			fmt.Printf("  (stalls whose agent's last write landed after it was stopped: %d of %d; measured from the Lease as it settled)\n", lateWrites.Load(), len(lat))
+		}
 	}
 	return b.load(ctx, workers, interval, loadFor)
 }
@@ -323,19 +328,22 @@ func (b *bench) latency(ctx context.Context, reason string, n int) ([]float64, e
 				return nil, fmt.Errorf("the agent of %s/%s did not start: %w", ns, p, err)
 			}
 			cancel()
-			lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, p, metav1.GetOptions{})
+			// The Lease as read at once can be older than the agent's last write: a renewal or a
+			// step already sent when it stopped lands a moment later, and moves the deadline by up
+			// to an interval (the one Stalled sample near 1 s past the 250 ms goal in an earlier
+			// run was that: the bench's evidence, not the operator's detection, was late). The
+			// evidence is the Lease once it stopped changing for longer than an interval.
+			first, err := b.stallDeadline(ctx, ns, p, deadline*time.Second)
 			if err != nil {
 				return nil, err
 			}
-			if lease.Spec.RenewTime == nil {
-				return nil, fmt.Errorf("the Lease of %s/%s was never renewed", ns, p)
+			if evidence, err = b.settledStallDeadline(ctx, ns, p, deadline*time.Second, time.Duration(interval)*time.Second*3/2); err != nil {
+				return nil, err
 			}
-			// The deadline passes first for the last step when working, else for the last renewal.
-			last := lease.Spec.RenewTime.Time
-			if step, err := time.Parse(heartbeatapi.TimeFormat, lease.Annotations[heartbeatapi.AnnotationLastStepTime]); err == nil && step.Before(last) {
-				last = step
+			if shift := evidence.Sub(first); shift > 0 {
+				lateWrites.Add(1)
+				fmt.Printf("  %s: the agent's last write landed after it was stopped: deadline %s later than the Lease read at once\n", p, shift.Round(time.Millisecond))
 			}
-			evidence = last.Add(deadline * time.Second)
 		case "Looping":
 			// The evidence is the Lease write that carries the 5th repeat.
 			loopers.Store(p, true)
@@ -494,3 +502,61 @@ func (b *bench) load(ctx context.Context, workers, interval int, loadFor time.Du
 }
 
 func resourceQuantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+// lateWrites counts the stalls whose agent's last write landed after the agent was stopped.
+var lateWrites atomic.Int64
+
+// stallDeadline is when a stopped agent's worker becomes Stalled, from its Lease as read now.
+func (b *bench) stallDeadline(ctx context.Context, ns, pod string, deadline time.Duration) (time.Time, error) {
+	lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, pod, metav1.GetOptions{})
+	if err != nil {
+		return time.Time{}, err
+	}
+	at, err := leaseStallDeadline(lease, deadline)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s/%s: %w", ns, pod, err)
+	}
+	return at, nil
+}
+
+// leaseStallDeadline is the deadline after a Lease's last step when working, else after its last
+// renewal.
+func leaseStallDeadline(lease *coordinationv1.Lease, deadline time.Duration) (time.Time, error) {
+	if lease.Spec.RenewTime == nil {
+		return time.Time{}, errors.New("the Lease was never renewed")
+	}
+	last := lease.Spec.RenewTime.Time
+	if step, err := time.Parse(heartbeatapi.TimeFormat, lease.Annotations[heartbeatapi.AnnotationLastStepTime]); err == nil && step.Before(last) {
+		last = step
+	}
+	return last.Add(deadline), nil
+}
+
+// settledStallDeadline is stallDeadline once the Lease has not changed for quiet (longer than the
+// heartbeat interval: a renewing agent would have written within it), or as last read if the
+// operator replaced the worker and deleted its Lease meanwhile.
+func (b *bench) settledStallDeadline(ctx context.Context, ns, pod string, deadline, quiet time.Duration) (time.Time, error) {
+	var version string
+	var changed, at time.Time
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, repeatsTimeout, true, func(ctx context.Context) (bool, error) {
+		lease, err := b.cs.CoordinationV1().Leases(ns).Get(ctx, pod, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && version != "" {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if lease.ResourceVersion != version {
+			if at, err = leaseStallDeadline(lease, deadline); err != nil {
+				return false, fmt.Errorf("%s/%s: %w", ns, pod, err)
+			}
+			version, changed = lease.ResourceVersion, time.Now()
+			return false, nil
+		}
+		return time.Since(changed) > quiet, nil
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("the Lease of %s/%s never stopped changing: %w", ns, pod, err)
+	}
+	return at, nil
+}
