@@ -321,8 +321,21 @@ test-helm: ## The chart: helm lint, template snapshots (go test ./test/helm -upd
 
 FUZZTIME ?= 60s
 .PHONY: fuzz
-fuzz: ## Fuzz the builders with fleets the CRD accepts (FUZZTIME=60s).
-	go test ./rayspecs -run '^$$' -fuzz FuzzValidFleetsBuild -fuzztime $(FUZZTIME)
+fuzz: ## Run every fuzz target (each func Fuzz… of a *_test.go, in every module) for FUZZTIME, one worker each; prints each one's executions. A crash fails and its input is kept in the package's testdata/fuzz/<target>/.
+	@failed=0; start=$$(date +%s); \
+	for file in $$(grep -rl --include='*_test.go' --exclude-dir=bin --exclude-dir=.git '^func Fuzz' . | sort); do \
+	  dir=$$(dirname $$file); \
+	  for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$file); do \
+	    log=$$(mktemp); t0=$$(date +%s); \
+	    if (cd $$dir && go test . -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x -parallel 1) >$$log 2>&1; then \
+	      echo "fuzz $$dir $$target: $$(grep -o 'execs: [0-9]*' $$log | tail -1 | cut -d' ' -f2) executions in $(FUZZTIME), no crash ($$(( $$(date +%s) - t0 )) s with the build)"; \
+	    else \
+	      cat $$log; echo "fuzz $$dir $$target: FAILED (a crashing input is kept in $$dir/testdata/fuzz/$$target/)"; failed=1; \
+	    fi; \
+	    rm -f $$log; \
+	  done; \
+	done; \
+	echo "fuzz: all targets in $$(( $$(date +%s) - start )) s"; exit $$failed
 
 ##@ Benchmarks
 

@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -34,20 +36,23 @@ const (
 )
 
 // FuzzFleetDocuments mutates the AgentFleet documents of config/samples byte by byte, as YAML, and
-// runs what still parses through the API server's admission as crdschema replays it (pruning,
-// defaults, OpenAPI schema, list-map keys, CEL). It holds that:
+// runs what still parses through the API server's admission as crdschema replays it (metadata,
+// pruning, defaults, OpenAPI schema, list-map keys, CEL):
+//
+//	go test ./test/crdschema -run '^$' -fuzz FuzzFleetDocuments -fuzztime 60s -fuzzminimizetime 100x -parallel 1
+//
+// It holds that:
 //   - nothing panics: not the YAML and JSON decoding, the schema, CEL, the typed decoding or the
 //     builders;
 //   - the validator is deterministic: the same document gets the same verdict, the same errors
-//     and the same defaulted object twice;
+//     (in any order: the OpenAPI validator, like the API server, reports them in map order) and
+//     the same defaulted object twice;
 //   - a document it accepts decodes into a v1alpha1.AgentFleet, and that fleet is stored as it is
 //     read: written back (as the operator's client would, from the Go type) it is accepted again
 //     and decodes to the same fleet, so no default or value is lost between the API server and the
 //     Go type;
 //   - the fleet builds into a RayCluster and RayJobs that KubeRay accepts, or fails only on the
 //     fields the schema cannot check (buildcheck.Fleet).
-//
-//	go test ./test/crdschema -run '^$' -fuzz FuzzFleetDocuments -fuzztime 60s -parallel 1
 func FuzzFleetDocuments(f *testing.F) {
 	v, err := crdschema.Load(crdPath, "v1alpha1")
 	if err != nil {
@@ -135,7 +140,7 @@ func sampleFleetDocuments(t testing.TB) [][]byte {
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 		for {
 			doc, err := r.Read()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			if err != nil {
@@ -156,11 +161,15 @@ func sampleFleetDocuments(t testing.TB) [][]byte {
 	return docs
 }
 
+// errText is the errors, sorted: the OpenAPI validator reports them in map order (as the API server
+// does), so only the set of errors is deterministic.
 func errText(errs field.ErrorList) string {
-	if len(errs) == 0 {
-		return ""
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = e.Error()
 	}
-	return errs.ToAggregate().Error()
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
 }
 
 func dump(v any) string {
