@@ -381,10 +381,10 @@ func heartbeat(p *corev1.Pod, lease *coordinationv1.Lease, hb *v1alpha1.Heartbea
 		renewed = lease.Spec.RenewTime.Time
 	}
 	// A loop is reported by a heartbeat: the evidence is as old as the renewal that carried it.
-	if repeats := atoi(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int(hb.MaxRepeatedActions) {
+	if repeats, _ := heartbeatapi.ParseCount(a[heartbeatapi.AnnotationActionRepeats]); hb.MaxRepeatedActions > 0 && repeats >= int64(hb.MaxRepeatedActions) {
 		return Replacement{p.Name, Looping, fmt.Sprintf("the same action %d times in a row (limit %d)", repeats, hb.MaxRepeatedActions), renewed}, true
 	}
-	if steps := atoi(a[heartbeatapi.AnnotationTaskSteps]); tb.MaxSteps > 0 && steps >= int(tb.MaxSteps) {
+	if steps, _ := heartbeatapi.ParseCount(a[heartbeatapi.AnnotationTaskSteps]); tb.MaxSteps > 0 && steps >= int64(tb.MaxSteps) {
 		return Replacement{p.Name, Looping, fmt.Sprintf("%d steps in one task (limit %d)", steps, tb.MaxSteps), renewed}, true
 	}
 	if age := now.Sub(renewed); age >= deadline {
@@ -435,14 +435,6 @@ func readyTime(p *corev1.Pod) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
-}
-
-func atoi(s string) int {
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 // OverTaskBudget says whether the current task of the worker whose Lease this is passed the
