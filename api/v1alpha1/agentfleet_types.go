@@ -454,13 +454,14 @@ type RolloutSpec struct {
 // BlueGreenSpec configures a blue-green rollout: every change of what the RayCluster runs (its
 // template: the head, rayVersion, the workers' prompt, model, image, env) starts a preview RayCluster
 // with the new revision beside the active one, at the fleet's replicas (the fleet holds twice its
-// resources meanwhile). When the preview's head and all its workers are Ready, the fleet switches to
-// it: its jobs' new runs go to it, status.rayClusterName names it, and the old RayCluster is deleted
-// (a run still going on the old cluster is cut). A preview not Ready within readyTimeoutSeconds is
-// deleted and the old cluster keeps running: the fleet is Degraded, reason BlueGreenAborted, until
-// the spec changes again. A newer change during a preview replaces the preview; a revert to the
-// active revision deletes it. Replicas and suspend apply to both clusters in place. The preview's
-// workers are healed by the supervisor only once the fleet switched to them.
+// resources meanwhile). When the preview's head and all its workers are Ready (and its analysis, if
+// set, passes), the fleet switches to it: its jobs' new runs go to it, status.rayClusterName names
+// it, and the old RayCluster is deleted (a run still going on the old cluster is cut). A preview not
+// Ready within readyTimeoutSeconds, or that fails its analysis, is deleted and the old cluster keeps
+// running: the fleet is Degraded, reason BlueGreenAborted, until the spec changes again. A newer
+// change during a preview replaces the preview; a revert to the active revision deletes it. Replicas
+// and suspend apply to both clusters in place. The preview's workers are healed by the supervisor
+// only once the fleet switched to them.
 type BlueGreenSpec struct {
 	// ReadyTimeoutSeconds is how long the preview RayCluster has to be Ready (the head and every
 	// worker), counted while the fleet is not suspended.
@@ -469,6 +470,14 @@ type BlueGreenSpec struct {
 	// +kubebuilder:default=900
 	// +optional
 	ReadyTimeoutSeconds int32 `json:"readyTimeoutSeconds,omitempty"`
+	// Analysis, when set, judges the preview once it is Ready by its agents' task outcomes against
+	// the active RayCluster's agents' (over the same time), as a canary's: minTasks,
+	// maxFailureRateIncrease, checks ({{revision}} is the preview's worker hash, {{stable}} the
+	// active one's), maxDurationSeconds counted from the preview's start, onTimeout. maxRestarts
+	// counts the restarts of the preview's containers (its workers are not replaced before the
+	// switch). A preview that fails it is deleted (BlueGreenAborted).
+	// +optional
+	Analysis *CanaryAnalysis `json:"analysis,omitempty"`
 }
 
 // RolloutStrategy is how workers move to a new revision.

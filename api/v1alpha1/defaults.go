@@ -63,7 +63,12 @@ func (f *AgentFleet) CanarySettings() CanarySpec {
 	if c.AutoPromote == nil {
 		c.AutoPromote = ptr.To(true)
 	}
-	a := &c.Analysis
+	c.Analysis = c.Analysis.WithDefaults()
+	return c
+}
+
+// WithDefaults is an analysis with the defaults of what is not set.
+func (a CanaryAnalysis) WithDefaults() CanaryAnalysis {
 	if a.MinTasks == 0 {
 		a.MinTasks = DefaultCanaryMinTasks
 	}
@@ -79,7 +84,18 @@ func (f *AgentFleet) CanarySettings() CanarySpec {
 	if a.MaxRestarts == nil {
 		a.MaxRestarts = ptr.To[int32](0)
 	}
-	return c
+	return a
+}
+
+// BlueGreenAnalysis is spec.rollout.blueGreen.analysis with its defaults; nil when none is set (the
+// switch then waits for readiness alone).
+func (f *AgentFleet) BlueGreenAnalysis() *CanaryAnalysis {
+	bg := f.Spec.Rollout.BlueGreen
+	if bg == nil || bg.Analysis == nil {
+		return nil
+	}
+	a := bg.Analysis.WithDefaults()
+	return &a
 }
 
 // DefaultBlueGreenReadyTimeoutSeconds is blueGreen.readyTimeoutSeconds' default (the CRD defaults it

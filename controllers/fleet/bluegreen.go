@@ -10,6 +10,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 )
 
 // clusterView is what a blue-green step needs of a RayCluster: what it runs and how ready it is.
@@ -24,6 +25,8 @@ type clusterView struct {
 	// HeadReady and ReadyWorkers are KubeRay's HeadPodReady condition and status.readyWorkerReplicas.
 	HeadReady    bool
 	ReadyWorkers int32
+	// Restarts are its agent workers' containers' restarts (observed for a preview under analysis).
+	Restarts int32
 }
 
 // viewOf is a RayCluster's clusterView.
@@ -58,6 +61,11 @@ type blueGreenObservation struct {
 	PreviewNameTaken bool
 	// Previous is status.rollout.
 	Previous *v1alpha1.RolloutStatus
+	// Analysis is blueGreen.analysis with its defaults (nil: none); Outcomes the agents' tasks by
+	// RayCluster since the preview started; Checks the analysis' checks' results, when run.
+	Analysis *v1alpha1.CanaryAnalysis
+	Outcomes map[string]usage.Counts
+	Checks   []checkResult
 }
 
 // blueGreenPlan is what a step does to the fleet's RayClusters, and status.rollout.
@@ -78,6 +86,9 @@ type blueGreenPlan struct {
 	EventWarning         bool
 	EventReason, Message string
 	RecheckAfter         time.Duration
+	// RunChecks: the preview passed its analysis' outcomes; its checks decide (the phase runs them
+	// and decides again).
+	RunChecks bool
 }
 
 // headChanged says whether the spec changes what the active RayCluster's head runs (rayVersion,
@@ -208,12 +219,41 @@ func planBlueGreen(o blueGreenObservation) blueGreenPlan {
 	if st.StartedAt != nil {
 		deadline = st.StartedAt.Add(o.ReadyTimeout)
 	}
+	ready := p.HeadReady && p.ReadyWorkers >= o.Replicas
+	if ready && o.Analysis != nil {
+		// Ready: the analysis decides.
+		in := analysisInput{Analysis: *o.Analysis, Now: o.Now, Started: o.Now, Checks: o.Checks,
+			Stable: o.Outcomes[active.Name], New: o.Outcomes[p.Name], Restarts: int(p.Restarts)}
+		if st.StartedAt != nil {
+			in.Started = st.StartedAt.Time
+		}
+		v := judgeAnalysis(in)
+		st.Stable.TasksSucceeded, st.Stable.TasksFailed = v.stable.Succeeded, v.stable.Failed
+		st.Canary.TasksSucceeded, st.Canary.TasksFailed, st.Canary.Restarts = v.canary.Succeeded, v.canary.Failed, int32(v.restarts)
+		progress = fmt.Sprintf("RayCluster %s Ready; %s", p.Name, v.evidence)
+		st.Message = progress
+		switch v.verdict {
+		case verdictAbort:
+			plan.DeletePreview = true
+			st.Phase, st.FinishedAt = v1alpha1.RolloutPhaseAborted, &now
+			plan.EventWarning, plan.EventReason = true, EventBlueGreenAborted
+			plan.Message = fmt.Sprintf("RayCluster %s with revision %s failed its analysis (%s): deleted it; RayCluster %s keeps running revision %s",
+				p.Name, desired.Revision, v.evidence, active.Name, active.Revision.Revision)
+			return plan
+		case verdictContinue:
+			plan.RecheckAfter, plan.RunChecks = v.recheck, v.runChecks
+			return plan
+		}
+	}
 	switch {
-	case p.HeadReady && p.ReadyWorkers >= o.Replicas:
+	case ready:
 		plan.Switch = true
 		st.Phase, st.FinishedAt = v1alpha1.RolloutPhasePromoted, &now
 		st.Stable = desired
 		st.Message = fmt.Sprintf("switched from RayCluster %s (revision %s) to RayCluster %s, Ready", active.Name, active.Revision.Revision, p.Name)
+		if o.Analysis != nil {
+			st.Message = fmt.Sprintf("switched from RayCluster %s (revision %s) to RayCluster %s: %s", active.Name, active.Revision.Revision, p.Name, progress)
+		}
 		plan.EventReason = EventBlueGreenPromoted
 		plan.Message = fmt.Sprintf("RayCluster %s with revision %s is Ready: switched to it and deleting RayCluster %s", p.Name, desired.Revision, active.Name)
 	case !o.Now.Before(deadline):

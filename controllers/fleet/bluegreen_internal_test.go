@@ -1,13 +1,16 @@
 package fleet
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 )
 
 var (
@@ -214,6 +217,77 @@ func TestPlanBlueGreen(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, planBlueGreen(tc.o)); diff != "" {
 				t.Errorf("planBlueGreen (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPlanBlueGreenAnalysis(t *testing.T) {
+	analysis := v1alpha1.CanaryAnalysis{MinTasks: 10, MaxDurationSeconds: 1800, MaxFailureRateIncrease: "0.1", OnTimeout: v1alpha1.CanaryAbort, MaxRestarts: ptr.To[int32](1)}
+	analysed := func(active, preview usage.Counts, mutate ...func(*blueGreenObservation)) blueGreenObservation {
+		return previewing(true, 4, append([]func(*blueGreenObservation){func(o *blueGreenObservation) {
+			a := analysis
+			o.Analysis = &a
+			o.Outcomes = map[string]usage.Counts{"agents": active, "agents-bg": preview}
+		}}, mutate...)...)
+	}
+	good, bad := usage.Counts{Succeeded: 45, Failed: 5}, usage.Counts{Succeeded: 4, Failed: 8}
+	for _, tc := range []struct {
+		name string
+		o    blueGreenObservation
+		// want: the plan's decision, phase and the message's start
+		switched, deleted, runChecks bool
+		phase                        v1alpha1.RolloutPhase
+		message                      string
+		recheck                      time.Duration
+	}{{
+		name:  "Ready, too few tasks yet: the analysis waits",
+		o:     analysed(good, usage.Counts{Succeeded: 3}),
+		phase: v1alpha1.RolloutPhasePreview, message: "RayCluster agents-bg Ready; 3 of minTasks 10 tasks", recheck: 25 * time.Minute,
+	}, {
+		name:  "Ready, the preview's agents fail more: aborted, deleted",
+		o:     analysed(good, bad),
+		phase: v1alpha1.RolloutPhaseAborted, deleted: true, message: "RayCluster agents-bg Ready; canary failure rate 66.7% (8 of 12), stable 10% (5 of 50)",
+	}, {
+		name:  "Ready, the preview's agents do as well: switched",
+		o:     analysed(good, usage.Counts{Succeeded: 11, Failed: 1}),
+		phase: v1alpha1.RolloutPhasePromoted, switched: true, message: "switched from RayCluster agents (revision w1) to RayCluster agents-bg: RayCluster agents-bg Ready; canary failure rate 8.3%",
+	}, {
+		name:  "Ready, the preview's containers restarted more than maxRestarts: aborted",
+		o:     analysed(good, usage.Counts{Succeeded: 1}, func(o *blueGreenObservation) { o.Preview.Restarts = 2 }),
+		phase: v1alpha1.RolloutPhaseAborted, deleted: true, message: "RayCluster agents-bg Ready; 2 canary workers replaced (maxRestarts 1)",
+	}, {
+		name: "Ready, outcomes pass and there are checks: they decide",
+		o: analysed(good, usage.Counts{Succeeded: 11, Failed: 1}, func(o *blueGreenObservation) {
+			o.Analysis.Checks = []v1alpha1.CanaryCheck{{Name: "latency", Query: "q", SuccessCondition: "result < 1"}}
+		}),
+		phase: v1alpha1.RolloutPhasePreview, runChecks: true, message: "RayCluster agents-bg Ready; canary failure rate 8.3%",
+	}, {
+		name: "Ready, a check fails: aborted",
+		o: analysed(good, usage.Counts{Succeeded: 11, Failed: 1}, func(o *blueGreenObservation) {
+			o.Analysis.Checks = []v1alpha1.CanaryCheck{{Name: "latency", Query: "q", SuccessCondition: "result < 1"}}
+			o.Checks = []checkResult{{Name: "latency", Condition: "result < 1", Value: 3}}
+		}),
+		phase: v1alpha1.RolloutPhaseAborted, deleted: true, message: "RayCluster agents-bg Ready; canary failure rate 8.3% (1 of 12), stable 10% (5 of 50); check latency: result 3, want result < 1",
+	}, {
+		name:  "not Ready yet: the analysis does not judge",
+		o:     analysed(good, bad, func(o *blueGreenObservation) { o.Preview.ReadyWorkers = 3 }),
+		phase: v1alpha1.RolloutPhasePreview, message: "RayCluster agents-bg: head ready true, 3 of 4 agent workers ready", recheck: 5 * time.Minute,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := planBlueGreen(tc.o)
+			got := plan.Status
+			if plan.Switch != tc.switched || plan.DeletePreview != tc.deleted || plan.RunChecks != tc.runChecks || got.Phase != tc.phase ||
+				!strings.HasPrefix(got.Message, tc.message) || plan.RecheckAfter != tc.recheck {
+				t.Errorf("switch %t delete %t runChecks %t phase %s recheck %s message %q;\nwant switch %t delete %t runChecks %t phase %s recheck %s message starting %q",
+					plan.Switch, plan.DeletePreview, plan.RunChecks, got.Phase, plan.RecheckAfter, got.Message, tc.switched, tc.deleted, tc.runChecks, tc.phase, tc.recheck, tc.message)
+			}
+			if tc.o.Outcomes != nil && tc.phase != v1alpha1.RolloutPhasePromoted && tc.o.Preview.ReadyWorkers >= 4 {
+				want := tc.o.Outcomes["agents-bg"]
+				if got.Canary.TasksSucceeded != want.Succeeded || got.Canary.TasksFailed != want.Failed || got.Stable.TasksSucceeded != tc.o.Outcomes["agents"].Succeeded {
+					t.Errorf("status tasks: preview %d/%d, active %d, want %d/%d, %d", got.Canary.TasksSucceeded, got.Canary.TasksFailed, got.Stable.TasksSucceeded,
+						want.Succeeded, want.Failed, tc.o.Outcomes["agents"].Succeeded)
+				}
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
 
@@ -78,7 +79,31 @@ func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
 		v := viewOf(preview)
 		o.Preview = &v
 	}
+	key := client.ObjectKeyFromObject(f)
+	if o.Analysis = f.BlueGreenAnalysis(); o.Analysis != nil && o.Strategy == v1alpha1.RolloutBlueGreen {
+		if prev := f.Status.Rollout; prev != nil && prev.Strategy == v1alpha1.RolloutBlueGreen && prev.Phase == v1alpha1.RolloutPhasePreview && prev.Canary != nil {
+			o.Outcomes = r.outcomes.followClusters(key, prev.CanaryID(), seedClusterOutcomes(prev))
+		}
+		if preview != nil {
+			restarts, err := r.containerRestarts(ctx, preview)
+			if err != nil {
+				return err
+			}
+			o.Preview.Restarts = restarts
+		}
+	}
 	plan := planBlueGreen(o)
+	if plan.RunChecks {
+		// The outcomes passed: the checks decide, once, at this step.
+		ro := plan.Status
+		o.Checks = runChecks(ctx, r.Checks, o.Analysis.Checks, f.Namespace, f.Name, ro.Canary.Revision, ro.Stable.Revision)
+		plan = planBlueGreen(o)
+	}
+	if st := plan.Status; o.Analysis != nil && st != nil && st.Phase == v1alpha1.RolloutPhasePreview && st.Canary != nil {
+		r.outcomes.followClusters(key, st.CanaryID(), nil) // a preview that starts now counts from now
+	} else if o.Strategy == v1alpha1.RolloutBlueGreen {
+		r.outcomes.forget(key)
+	}
 
 	if plan.DeletePreview && preview != nil {
 		if err := r.deleteCluster(ctx, preview); err != nil {
@@ -137,6 +162,31 @@ func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
 		r.eventAfterStatus(s, eventType, plan.EventReason, "%s", plan.Message)
 	}
 	return nil
+}
+
+// seedClusterOutcomes are the outcomes a blue-green status recorded, by RayCluster: a new leader
+// continues an analysis from them.
+func seedClusterOutcomes(st *v1alpha1.RolloutStatus) map[string]usage.Counts {
+	seed := map[string]usage.Counts{st.Stable.RayCluster: {Succeeded: st.Stable.TasksSucceeded, Failed: st.Stable.TasksFailed}}
+	if st.Canary != nil {
+		seed[st.Canary.RayCluster] = usage.Counts{Succeeded: st.Canary.TasksSucceeded, Failed: st.Canary.TasksFailed}
+	}
+	return seed
+}
+
+// containerRestarts are the restarts of the containers of a RayCluster's agent workers.
+func (r *Reconciler) containerRestarts(ctx context.Context, rc *rayv1.RayCluster) (int32, error) {
+	pods, err := r.workerPods(ctx, rc)
+	if err != nil {
+		return 0, err
+	}
+	var n int32
+	for i := range pods {
+		for _, cs := range pods[i].Status.ContainerStatuses {
+			n += cs.RestartCount
+		}
+	}
+	return n, nil
 }
 
 // createPreview creates the preview RayCluster: the one built, under the preview's name, marked.

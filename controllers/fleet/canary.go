@@ -292,23 +292,40 @@ const checkRetry = 15 * time.Second
 // running: a pause stops the clock) without a verdict, onTimeout, except that a canary already over
 // maxFailureRateIncrease is not promoted. While paused it waits.
 func judgeCanary(o canaryObservation, st *v1alpha1.RolloutStatus) canaryVerdict {
-	a := o.Canary.Analysis
-	v := canaryVerdict{verdict: verdictContinue, stable: o.Outcomes[st.Stable.Revision], canary: o.Outcomes[st.Canary.Revision]}
-	started := o.Now
+	in := analysisInput{Analysis: o.Canary.Analysis, Now: o.Now, Started: o.Now, Paused: o.Paused, Checks: o.Checks,
+		Stable: o.Outcomes[st.Stable.Revision], New: o.Outcomes[st.Canary.Revision]}
 	if st.StartedAt != nil {
-		started = st.StartedAt.Time
+		in.Started = st.StartedAt.Time
 	}
 	for _, rec := range o.Restarts {
-		if rec.Time.Time.Before(started) {
+		if rec.Time.Time.Before(in.Started) {
 			continue
 		}
 		switch rec.Revision {
 		case st.Canary.Revision:
-			v.restarts++
+			in.Restarts++
 		case st.Stable.Revision:
-			v.stableRestarts++
+			in.StableRestarts++
 		}
 	}
+	return judgeAnalysis(in)
+}
+
+// analysisInput is what an analysis judges: the new revision's outcomes and restarts, and the stable
+// one's, since it started, and its checks' results when they were run.
+type analysisInput struct {
+	Analysis                 v1alpha1.CanaryAnalysis
+	Now, Started             time.Time
+	Paused                   bool
+	Stable, New              usage.Counts
+	Restarts, StableRestarts int
+	Checks                   []checkResult
+}
+
+// judgeAnalysis is the verdict of an analysis (a canary's, a blue-green preview's): see judgeCanary.
+func judgeAnalysis(in analysisInput) canaryVerdict {
+	a, o, started := in.Analysis, in, in.Started
+	v := canaryVerdict{verdict: verdictContinue, stable: in.Stable, canary: in.New, restarts: in.Restarts, stableRestarts: in.StableRestarts}
 	if o.Paused {
 		v.evidence = "paused (the fleet is suspended or over its budget): the canary waits"
 		return v

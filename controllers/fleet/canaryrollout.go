@@ -80,9 +80,12 @@ func (r *Reconciler) reconcileCanary(ctx context.Context, s *scope) error {
 		o.Checks = runChecks(ctx, r.Checks, o.Canary.Analysis.Checks, f.Namespace, f.Name, ro.Canary.Revision, ro.Stable.Revision)
 		plan = planCanary(o)
 	}
-	if plan.Status != nil && plan.Status.Canary != nil && (plan.Status.Phase == v1alpha1.RolloutPhaseCanary || plan.Status.Phase == v1alpha1.RolloutPhaseWaitingForPromotion) {
+	switch {
+	case o.Strategy == v1alpha1.RolloutBlueGreen:
+		// The blue-green phase follows the outcomes of its preview.
+	case plan.Status != nil && plan.Status.Canary != nil && (plan.Status.Phase == v1alpha1.RolloutPhaseCanary || plan.Status.Phase == v1alpha1.RolloutPhaseWaitingForPromotion):
 		r.outcomes.follow(key, plan.Status.CanaryID(), nil) // a canary that starts now counts from now
-	} else {
+	default:
 		r.outcomes.forget(key)
 	}
 	if o.Strategy != v1alpha1.RolloutBlueGreen {
@@ -153,8 +156,11 @@ type revisionOutcomes struct {
 }
 
 type fleetOutcomes struct {
-	id     string
-	counts map[string]usage.Counts
+	id string
+	// byCluster: the outcomes are counted by the worker's RayCluster (a blue-green preview's
+	// analysis: its revision may be the active one's), not by its worker hash.
+	byCluster bool
+	counts    map[string]usage.Counts
 	// revisions remembers each worker's revision (by its Lease's name, the pod's), for the counts a
 	// Lease's delete event brings after its pod is gone.
 	revisions map[string]string
@@ -163,14 +169,23 @@ type fleetOutcomes struct {
 // follow makes sure the fleet's outcomes are those of canary id (seeded when this process begins
 // to follow it), and returns a copy of them.
 func (o *revisionOutcomes) follow(fleet types.NamespacedName, id string, seed map[string]usage.Counts) map[string]usage.Counts {
+	return o.followBy(fleet, id, false, seed)
+}
+
+// followClusters is follow, counting by RayCluster.
+func (o *revisionOutcomes) followClusters(fleet types.NamespacedName, id string, seed map[string]usage.Counts) map[string]usage.Counts {
+	return o.followBy(fleet, id, true, seed)
+}
+
+func (o *revisionOutcomes) followBy(fleet types.NamespacedName, id string, byCluster bool, seed map[string]usage.Counts) map[string]usage.Counts {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.fleets == nil {
 		o.fleets = map[types.NamespacedName]*fleetOutcomes{}
 	}
 	f := o.fleets[fleet]
-	if f == nil || f.id != id {
-		f = &fleetOutcomes{id: id, counts: map[string]usage.Counts{}, revisions: map[string]string{}}
+	if f == nil || f.id != id || f.byCluster != byCluster {
+		f = &fleetOutcomes{id: id, byCluster: byCluster, counts: map[string]usage.Counts{}, revisions: map[string]string{}}
 		for rev, c := range seed {
 			f.counts[rev] = c
 		}
@@ -214,9 +229,11 @@ func (o *revisionOutcomes) add(fleet types.NamespacedName, worker, revision stri
 	return revision
 }
 
-// followed says whether a fleet's outcomes are counted by revision (it has a canary).
-func (o *revisionOutcomes) followed(fleet types.NamespacedName) bool {
+// followed says whether a fleet's outcomes are counted by revision (it has a canary), and whether by
+// RayCluster.
+func (o *revisionOutcomes) followed(fleet types.NamespacedName) (followed, byCluster bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.fleets[fleet] != nil
+	f := o.fleets[fleet]
+	return f != nil, f != nil && f.byCluster
 }

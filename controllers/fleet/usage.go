@@ -178,22 +178,33 @@ func (r *Reconciler) accountIncrease(ctx context.Context, key client.ObjectKey, 
 }
 
 // accountRevision counts a worker's outcomes under its revision (its pod's worker hash, from the
-// cache) for a fleet with a canary, and returns the revision ("" when not counted).
+// cache; for a blue-green preview's analysis, its RayCluster) for a fleet with a canary, and returns
+// the revision ("" when not counted).
 func (r *Reconciler) accountRevision(ctx context.Context, fleet client.ObjectKey, worker string, inc usage.Counts) string {
-	if !r.outcomes.followed(fleet) {
+	followed, byCluster := r.outcomes.followed(fleet)
+	if !followed {
 		return ""
 	}
 	revision := ""
 	p := &corev1.Pod{}
 	if err := r.Get(ctx, client.ObjectKey{Namespace: fleet.Namespace, Name: worker}, p); err == nil {
 		revision = p.Labels[v1alpha1.LabelWorkerHash]
+		if byCluster {
+			revision = p.Labels[rayClusterLabel]
+		}
 	}
 	return r.outcomes.add(fleet, worker, revision, inc)
 }
 
-// canaryRevision is the revision of a fleet's canary being judged ("" when none).
+// canaryRevision is the revision of a fleet's canary being judged (under BlueGreen, the preview's
+// RayCluster: what accountRevision counts by); "" when none.
 func canaryRevision(f *v1alpha1.AgentFleet) string {
-	if ro := f.Status.Rollout; ro != nil && ro.Canary != nil && ro.Phase == v1alpha1.RolloutPhaseCanary {
+	ro := f.Status.Rollout
+	switch {
+	case ro == nil || ro.Canary == nil:
+	case ro.Strategy == v1alpha1.RolloutBlueGreen && ro.Phase == v1alpha1.RolloutPhasePreview:
+		return ro.Canary.RayCluster
+	case ro.Phase == v1alpha1.RolloutPhaseCanary:
 		return ro.Canary.Revision
 	}
 	return ""

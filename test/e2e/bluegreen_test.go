@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -120,4 +122,80 @@ func updateFleet(t *testing.T, key client.ObjectKey, change func(*v1alpha1.Agent
 		}
 		return true, ""
 	})
+}
+
+// BlueGreen with an analysis: a prompt change whose preview agents fail their tasks is aborted once
+// the preview is Ready and finished minTasks (the preview deleted, the active workers untouched, the
+// fleet Degraded, BlueGreenAborted, with the failure rates); a change whose preview agents do as well
+// as the active ones is switched to.
+func TestBlueGreenAnalysis(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	ns := namespace(t)
+	const name = "judged"
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name + "-prompt", Namespace: ns}, Data: map[string]string{"system.md": "v1: be careful"}}
+	if err := k8s.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	_, key := newFleet(t, builder.MakeAgentFleet(name, ns).Replicas(2).Heartbeat(1, 10, 5, 1000).Prompt(cm.Name, "system.md").Mutate(func(f *v1alpha1.AgentFleet) {
+		f.Spec.Rollout.Strategy = v1alpha1.RolloutBlueGreen
+		f.Spec.Rollout.BlueGreen = &v1alpha1.BlueGreenSpec{ReadyTimeoutSeconds: 120, Analysis: &v1alpha1.CanaryAnalysis{
+			// The simulated agents fail one task in four; a sample of 6 can be a third: the threshold is wide.
+			MinTasks: 6, MaxDurationSeconds: 300, MaxFailureRateIncrease: "0.5",
+		}}
+	}))
+	failOn := ""
+	a := simulateAgents(t, ns, name, time.Second)
+	a.mu.Lock()
+	a.tasks = true
+	a.behaviourOf = func(p *corev1.Pod) string {
+		if failOn != "" && p.Labels[rayutils.RayClusterLabelKey] == failOn {
+			return "fail"
+		}
+		return ""
+	}
+	a.mu.Unlock()
+	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	before := podUIDs(t, key)
+	setPrompt := func(prompt string) {
+		t.Helper()
+		eventually(t, 10*time.Second, "updating the prompt", func(ctx context.Context) (bool, string) {
+			cm := &corev1.ConfigMap{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name + "-prompt"}, cm); err != nil {
+				return false, err.Error()
+			}
+			cm.Data["system.md"] = prompt
+			return k8s.Update(ctx, cm) == nil, "conflict"
+		})
+	}
+
+	a.mu.Lock()
+	failOn = name + "-bg"
+	a.mu.Unlock()
+	setPrompt("v2: be quick")
+	f := waitCondition(t, key, v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonBlueGreenAborted, 150*time.Second)
+	ro := f.Status.Rollout
+	if ro.Canary == nil || ro.Canary.TasksFailed < 3 || !strings.Contains(ro.Message, "failure rate") {
+		t.Errorf("status.rollout %+v: want Aborted with the preview's failed tasks as evidence", ro)
+	}
+	t.Logf("aborted: %s", ro.Message)
+	eventually(t, 60*time.Second, "the preview deleted", func(ctx context.Context) (bool, string) {
+		err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name + "-bg"}, &rayv1.RayCluster{})
+		return apierrors.IsNotFound(err), fmt.Sprintf("RayCluster %s-bg: %v", name, err)
+	})
+	if n := survivors(t, key, before); n != 2 {
+		t.Errorf("%d of the 2 active workers survived the aborted preview", n)
+	}
+
+	// A change whose preview's agents do as well: switched to.
+	a.mu.Lock()
+	failOn = ""
+	a.mu.Unlock()
+	setPrompt("v3: be thorough")
+	f = rolloutPhase(t, key, v1alpha1.RolloutPhasePromoted, 150*time.Second)
+	t.Logf("promoted: %s", f.Status.Rollout.Message)
+	f = waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	if st := f.Status.Rollout.Stable; f.Status.RayClusterName != name+"-bg" || st.TasksSucceeded+st.TasksFailed < 6 {
+		t.Errorf("after the switch: rayClusterName %s, rollout %+v", f.Status.RayClusterName, f.Status.Rollout)
+	}
 }
