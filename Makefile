@@ -341,9 +341,10 @@ fuzz: ## Run every fuzz target (each func Fuzz… of a *_test.go, in every modul
 
 BENCH_WORKERS ?= 1000
 .PHONY: bench
-bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; canary verdict latency and the API writes a canary adds at steady state; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus.
+bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; canary verdict latency and the API writes a canary adds at steady state; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus; N fleets converged beside the floor of the same RayClusters made directly (N = 50 to 500), the operators' cost and the steady state.
 	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
 	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
 	go run ./test/bench/canary --steady-for 60s
 	go run ./test/bench/gpuhealth --injections 10
 	go run ./test/bench/cost --fleets 500 --days 30 --interval 5m
+	go run ./test/bench/converge --sizes 50,100,200,500 --steady-for 30s

@@ -81,7 +81,7 @@ func (c *Cluster) RestartAPIServer(ctx context.Context, down time.Duration) erro
 	}
 	// Killed, as a crashed or OOM-killed API server is (a graceful stop under load can outlast
 	// envtest's patience): etcd keeps what it had written.
-	pid, err := findProcess("kube-apiserver", "--secure-port="+api.SecureServing.Port)
+	pid, err := findProcess("kube-apiserver", "--secure-port="+api.Port)
 	if err != nil {
 		return err
 	}

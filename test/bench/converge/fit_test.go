@@ -1,0 +1,56 @@
+package main
+
+import (
+	"math"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func TestFitLine(t *testing.T) {
+	tests := map[string]struct {
+		x, y []float64
+		want fit
+	}{
+		"a line through the points": {
+			x: []float64{50, 100, 200}, y: []float64{12, 22, 42},
+			// y = 2 + 0.2x; the exponent is the log-log slope of those three points.
+			want: fit{A: 2, B: 0.2, R2: 1, K: logSlope([]float64{50, 100, 200}, []float64{12, 22, 42}), N: 3},
+		},
+		"proportional growth has exponent 1": {
+			x: []float64{10, 100, 1000}, y: []float64{1, 10, 100},
+			want: fit{A: 0, B: 0.1, R2: 1, K: 1, N: 3},
+		},
+		"quadratic growth has exponent 2": {
+			x: []float64{1, 2, 4}, y: []float64{1, 4, 16},
+			// Worked by hand: mean x 7/3, mean y 7; Sxx 14/3, Sxy 24, Syy 126.
+			want: fit{A: -5, B: 36.0 / 7, R2: 48.0 / 49, K: 2, N: 3},
+		},
+		"one point fits nothing": {
+			x: []float64{50}, y: []float64{10},
+			want: fit{N: 1},
+		},
+		"one size twice fits nothing": {
+			x: []float64{50, 50}, y: []float64{10, 12},
+			want: fit{N: 2},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := fitLine(tt.x, tt.y)
+			if diff := cmp.Diff(tt.want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("fitLine (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func logSlope(x, y []float64) float64 {
+	var lx, ly []float64
+	for i := range x {
+		lx, ly = append(lx, math.Log(x[i])), append(ly, math.Log(y[i]))
+	}
+	_, b, _, _ := leastSquares(lx, ly)
+	return b
+}
