@@ -362,7 +362,8 @@ type phaseResult struct {
 	// Seconds is from the first create to the last object Ready, or to the deadline.
 	Seconds          float64 `json:"seconds"`
 	HalfReadySeconds float64 `json:"halfReadySeconds"`
-	// RayClustersReadySeconds is when every RayCluster of the phase was Ready (KubeRay's part).
+	// RayClustersReadySeconds is when every RayCluster of the phase was Ready (KubeRay's part); 0 if
+	// KubeRay's status did not say so before the phase ended.
 	RayClustersReadySeconds float64                 `json:"rayClustersReadySeconds"`
 	CreateSeconds           float64                 `json:"createSeconds"`
 	CleanupSeconds          float64                 `json:"cleanupSeconds"`
@@ -518,7 +519,12 @@ func (b *bench) phase(ctx context.Context, phase string, n int) (*phaseResult, e
 	}
 	res.costs(before, after, resetOK, maxDepth)
 	if res.Converged {
-		fmt.Printf("  all %d Ready in %.1f s (half in %.1f s; RayClusters all Ready at %.1f s; creating took %.1f s)\n", n, res.Seconds, res.HalfReadySeconds, res.RayClustersReadySeconds, res.CreateSeconds)
+		clusters := fmt.Sprintf("RayClusters all Ready at %.1f s", res.RayClustersReadySeconds)
+		if res.RayClustersReadySeconds == 0 {
+			// The fleets are Ready from their pods; KubeRay's status of the RayClusters may lag.
+			clusters = "KubeRay's status of the RayClusters not all Ready yet"
+		}
+		fmt.Printf("  all %d Ready in %.1f s (half in %.1f s; %s; creating took %.1f s)\n", n, res.Seconds, res.HalfReadySeconds, clusters, res.CreateSeconds)
 	} else {
 		fmt.Printf("  did not converge: %d/%d Ready after %.0f s (KubeRay's log: %s)\n", res.Ready, n, res.Seconds, b.c.LogPath(kuberayOperator))
 	}
