@@ -65,6 +65,9 @@ type Reconciler struct {
 	taskTimers taskTimers
 	// outcomes are the task outcomes by revision of the fleets with a canary (canaryrollout.go).
 	outcomes revisionOutcomes
+	// expectations are this process's status writes its cache has not shown yet (nil: the reads
+	// are not cached, as in the envtests).
+	expectations *statusExpectations
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -152,14 +155,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Get(ctx, req.NamespacedName, fleet); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.deletions.forget(req.NamespacedName)
+			r.expectations.forget(req.NamespacedName)
 			forgetFleetGauges(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !fleet.DeletionTimestamp.IsZero() {
 		r.deletions.forget(req.NamespacedName)
+		r.expectations.forget(req.NamespacedName)
 		forgetFleetGauges(req.NamespacedName)
 		return ctrl.Result{}, nil // the garbage collector deletes the children by owner reference
+	}
+	if r.expectations.behind(req.NamespacedName, fleet.ResourceVersion, r.Clock.Now()) {
+		// The cache is behind this process's last status write: decide once it caught up.
+		return ctrl.Result{RequeueAfter: conflictRequeue}, nil
 	}
 	log := ctrl.LoggerFrom(ctx).WithValues("AgentFleet", klog.KObj(fleet))
 	ctx = ctrl.LoggerInto(ctx, log)
@@ -244,6 +253,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	if err := r.Status().Patch(ctx, s.fleet, patch); err != nil {
 		return fmt.Errorf("writing the status of %s: %w", klog.KObj(s.fleet), err)
 	}
+	r.expectations.expect(client.ObjectKeyFromObject(s.fleet), s.fleet.ResourceVersion, r.Clock.Now())
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/sets"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -104,6 +105,19 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		return err
 	}
 	r.deps = &dependencyWatches{watched: map[schema.GroupVersionKind]bool{}, ctrl: c, cache: mgr.GetCache(), client: mgr.GetClient()}
+	// The cache tells when it has delivered this process's status writes (expectations.go).
+	fleets, err := mgr.GetCache().GetInformer(ctx, &v1alpha1.AgentFleet{})
+	if err != nil {
+		return fmt.Errorf("the AgentFleet informer: %w", err)
+	}
+	r.expectations = &statusExpectations{}
+	if _, err := fleets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{UpdateFunc: func(_, o any) {
+		if f, ok := o.(*v1alpha1.AgentFleet); ok {
+			r.expectations.observed(client.ObjectKeyFromObject(f), f.ResourceVersion)
+		}
+	}}); err != nil {
+		return fmt.Errorf("watching the AgentFleet informer: %w", err)
+	}
 	return r.watchUsage(mgr)
 }
 
