@@ -14,7 +14,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -946,7 +944,7 @@ type machine struct {
 
 func newResults(runs, minTasks int, steadyFor time.Duration) *results {
 	r := &results{Bench: "canary", Date: time.Now().UTC().Format(time.RFC3339),
-		Machine: machine{Cores: runtime.NumCPU(), MemoryBytes: memTotal(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}}
+		Machine: machine{Cores: runtime.NumCPU(), MemoryBytes: benchmetrics.MemTotal(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}}
 	r.Params.Runs, r.Params.MinTasks, r.Params.Replicas, r.Params.CanaryWorkers = runs, minTasks, replicas, 1
 	r.Params.HeartbeatIntervalSeconds = interval.Seconds()
 	r.Params.CanaryTaskEveryMs, r.Params.StableTaskEveryMs = canaryTaskEvery.Milliseconds(), stableTaskEvery.Milliseconds()
@@ -967,25 +965,4 @@ func (r *results) write(path string) error {
 		return fmt.Errorf("writing the results: %w", err)
 	}
 	return nil
-}
-
-// memTotal is the machine's memory from /proc/meminfo (0 where there is none).
-func memTotal() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer func() { _ = f.Close() }()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fs := strings.Fields(s.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fs[1], 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb * 1024
-		}
-	}
-	return 0
 }

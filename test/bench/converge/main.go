@@ -51,6 +51,7 @@ import (
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/rayspecs"
+	"github.com/agentfleet/agentfleet/test/bench/internal/benchmetrics"
 	"github.com/agentfleet/agentfleet/test/builder"
 	"github.com/agentfleet/agentfleet/test/cluster"
 )
@@ -235,7 +236,7 @@ func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (er
 		fmt.Println("  " + l)
 	}
 	res := &results{Bench: "converge", Date: time.Now().UTC().Format(time.RFC3339), Settings: b.s,
-		Machine: machine{Cores: runtime.NumCPU(), MemoryBytes: memTotal(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()},
+		Machine: machine{Cores: runtime.NumCPU(), MemoryBytes: benchmetrics.MemTotal(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()},
 		Logs:    c.Dir}
 	fmt.Printf("Machine: %d cores, %.1f GiB\n", res.Machine.Cores, float64(res.Machine.MemoryBytes)/(1<<30))
 

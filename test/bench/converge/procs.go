@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/agentfleet/agentfleet/test/bench/internal/benchmetrics"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every Linux
@@ -174,7 +176,7 @@ func scrapeOperator(ctx context.Context, url string) (operatorMetrics, error) {
 		return m, fmt.Errorf("the metrics at %s have no rest_client_requests_total", url)
 	}
 	for _, s := range families["rest_client_requests_total"].GetMetric() {
-		method, v := labelOf(s.GetLabel(), "method"), s.GetCounter().GetValue()
+		method, v := benchmetrics.Label(s.GetLabel(), "method"), s.GetCounter().GetValue()
 		m.Requests[method] += v
 		if method == http.MethodGet {
 			m.Requests["read"] += v
@@ -183,49 +185,17 @@ func scrapeOperator(ctx context.Context, url string) (operatorMetrics, error) {
 		}
 	}
 	for _, s := range families["controller_runtime_reconcile_total"].GetMetric() {
-		m.Reconciles[labelOf(s.GetLabel(), "controller")] += s.GetCounter().GetValue()
+		m.Reconciles[benchmetrics.Label(s.GetLabel(), "controller")] += s.GetCounter().GetValue()
 	}
 	for _, s := range families["workqueue_work_duration_seconds"].GetMetric() {
-		name := labelOf(s.GetLabel(), "name")
+		name := benchmetrics.Label(s.GetLabel(), "name")
 		m.WorkSeconds[name] += s.GetHistogram().GetSampleSum()
 		m.WorkCount[name] += float64(s.GetHistogram().GetSampleCount())
 	}
 	for _, s := range families["workqueue_depth"].GetMetric() {
-		m.Depth[labelOf(s.GetLabel(), "name")] += s.GetGauge().GetValue() // one series per priority in a priority queue
+		m.Depth[benchmetrics.Label(s.GetLabel(), "name")] += s.GetGauge().GetValue() // one series per priority in a priority queue
 	}
 	return m, nil
-}
-
-func labelOf[L interface {
-	GetName() string
-	GetValue() string
-}](labels []L, name string) string {
-	for _, l := range labels {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
-// memTotal is the machine's memory from /proc/meminfo (0 where there is none).
-func memTotal() int64 {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) >= 2 && fs[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fs[1], 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 const scrapeTimeout = 10 * time.Second

@@ -6,7 +6,10 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -57,7 +60,7 @@ func Scrape(ctx context.Context, url string, timeout time.Duration) (Operator, e
 		return Operator{}, fmt.Errorf("the operator's metrics at %s have no rest_client_requests_total", url)
 	}
 	for _, s := range requests.GetMetric() {
-		method := label(s.GetLabel(), "method")
+		method := Label(s.GetLabel(), "method")
 		v := s.GetCounter().GetValue()
 		if method == http.MethodGet {
 			m.Requests["read"] += v
@@ -71,15 +74,15 @@ func Scrape(ctx context.Context, url string, timeout time.Duration) (Operator, e
 		return Operator{}, fmt.Errorf("the operator's metrics at %s have no controller_runtime_reconcile_total", url)
 	}
 	for _, s := range reconciles.GetMetric() {
-		if label(s.GetLabel(), "controller") == "agentfleet" {
+		if Label(s.GetLabel(), "controller") == "agentfleet" {
 			m.Reconciles += s.GetCounter().GetValue()
 		}
 	}
 	return m, nil
 }
 
-// label is the value of a metric's label name ("" without it).
-func label[L interface {
+// Label is the value of a metric's label name ("" without it).
+func Label[L interface {
 	GetName() string
 	GetValue() string
 }](labels []L, name string) string {
@@ -100,4 +103,23 @@ func Percentile(v []float64, p int) float64 {
 	}
 	i := (p*len(s) + 99) / 100
 	return s[min(max(i-1, 0), len(s)-1)]
+}
+
+// MemTotal is the machine's memory from /proc/meminfo (0 where there is none), for a bench's results.
+func MemTotal() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) >= 2 && fs[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fs[1], 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb * 1024
+		}
+	}
+	return 0
 }
