@@ -69,6 +69,7 @@ fmt: ## gofmt the tree.
 .PHONY: vet
 vet: ## go vet every module of ours.
 	go vet ./...
+	CGO_ENABLED=1 go vet -tags nvml ./gpu/collector/ ./internal/gpuagent/
 	@for d in $(SUBMODULES); do echo "go vet in $$d"; (cd $$d && go vet ./...) || exit 1; done
 	cd test/grafana && go vet ./...
 

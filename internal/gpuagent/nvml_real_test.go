@@ -26,7 +26,12 @@ import (
 // each other, and that every GPU has its series; its -v output is a report of the real GPUs.
 // `make test-nvml` runs it with the collector's TestRealNVML.
 func TestRealNVMLAgentPoll(t *testing.T) {
-	o := options{nodeName: "gpu-node", ignoredXIDs: gpu.DefaultIgnoredXIDList, maxTemperature: 85, quietPeriod: 10 * time.Minute, pollInterval: 10 * time.Second}
+	// The command's own flag defaults, so that this test (built only with the nvml tag) cannot
+	// drift from them: it once did, when --reprobe-backoff was added.
+	var o options
+	if err := newFlags(&o, func(string) string { return "" }).Parse([]string{"--node-name=gpu-node"}); err != nil {
+		t.Fatal(err)
+	}
 	copts, err := o.validate()
 	if err != nil {
 		t.Fatal(err)
