@@ -145,7 +145,7 @@ test-e2e: bins python-deps prometheus-deps browser-deps ## The end-to-end tests 
 	go test -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./test/e2e/... ./test/cluster/...
 
 .PHONY: test-chaos
-test-chaos: bins ## Faults survived (build tag chaos, a local cluster of their own): leader failover, KubeRay down, a node deleted, etcd paused, the API server restarted.
+test-chaos: bins ## Faults survived (build tag chaos, a local cluster of their own): leader failover, KubeRay down, a node deleted, a node NotReady, etcd paused, the API server restarted.
 	go test -tags chaos -count=1 -timeout 20m -run '^TestChaos' -v ./test/e2e/
 
 .PHONY: test-argocd
@@ -343,11 +343,15 @@ fuzz: ## Run every fuzz target (each func Fuzz… of a *_test.go, in every modul
 ##@ Benchmarks
 
 BENCH_WORKERS ?= 1000
+# BENCH_FLEETS fleets of 4 workers run through the self-healing latency runs (the convergence bench's
+# largest size that converged here in every run); BENCH_REPEAT runs of each convergence size.
+BENCH_FLEETS ?= 500
+BENCH_REPEAT ?= 3
 .PHONY: bench
-bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; canary verdict latency and the API writes a canary adds at steady state; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus; N fleets converged beside the floor of the same RayClusters made directly (N = 50 to 500), the operators' cost and the steady state.
+bench: bins prometheus-deps ## NVML poll cost per GPU (mock); supervisor latency per reason and operator load at BENCH_WORKERS heartbeating workers; XID-to-condition and condition-to-replacement latency on the local cluster; canary verdict latency and the API writes a canary adds at steady state; `agentfleet cost` over 30 days × 500 fleets in a real Prometheus; N fleets converged beside the floor of the same RayClusters made directly (N = 50 to 1,000, BENCH_REPEAT runs each), the operators' cost and the steady state; self-healing with BENCH_FLEETS fleets running.
 	go test -run '^$$' -bench BenchmarkPoll -benchmem -count=1 ./gpu/collector/
-	go run ./test/bench/selfheal --workers $(BENCH_WORKERS)
+	go run ./test/bench/selfheal --workers $(BENCH_WORKERS) --background-fleets $(BENCH_FLEETS) --injections 100
 	go run ./test/bench/canary --steady-for 60s
 	go run ./test/bench/gpuhealth --injections 10
 	go run ./test/bench/cost --fleets 500 --days 30 --interval 5m
-	go run ./test/bench/converge --sizes 50,100,200,500 --steady-for 30s
+	go run ./test/bench/converge --sizes 50,100,200,500,1000 --repeat $(BENCH_REPEAT) --steady-for 30s

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,12 @@ func main() {
 	flag.StringVar(&workerServiceAccount, "worker-service-account", "", "ServiceAccount the agent workers run as (empty: the namespace's default)")
 	flag.IntVar(&jobHistory, "job-history-limit", 3, "finished RayJobs kept per job")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "fleets reconciled at once")
+	var statusWriteInterval time.Duration
+	var forceDeleteStranded bool
+	flag.BoolVar(&forceDeleteStranded, "force-delete-stranded-workers", true,
+		"force-delete agent workers that Kubernetes is deleting on a node that is silent (Ready=Unknown for 30 s) or out of service, 30 s past their grace period, so that KubeRay replaces them (it counts terminating pods as workers); false leaves them Terminating until the node returns or is deleted")
+	flag.DurationVar(&statusWriteInterval, "status-write-interval", fleet.DefaultStatusWriteInterval,
+		"how long after a fleet's status write a change of its progress alone (worker counts, messages, reasons while not Degraded) waits to be written with the next; conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
 	flag.StringVar(&gpuFaultConditions, "gpu-fault-conditions", gpunode.DefaultFaultConditions,
 		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
@@ -131,6 +138,8 @@ func main() {
 	}
 	r.JobHistoryLimit = jobHistory
 	r.MaxConcurrentReconciles = concurrency
+	r.StatusWriteInterval = statusWriteInterval
+	r.ForceDeleteStrandedWorkers = forceDeleteStranded
 	r.GPUFaultConditions = faultConditions
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		log.Error(err, "Setting up the AgentFleet controller")

@@ -68,6 +68,13 @@ type Reconciler struct {
 	// expectations are this process's status writes its cache has not shown yet (nil: the reads
 	// are not cached, as in the envtests).
 	expectations *statusExpectations
+	// StatusWriteInterval paces the writes of a fleet's progress (statusWriteDelay); 0 writes every
+	// change at once (the envtests' synchronous reconciles).
+	StatusWriteInterval time.Duration
+	// ForceDeleteStrandedWorkers: workers terminating on a node that is not Ready are force-deleted
+	// once past their grace period (releaseStranded).
+	ForceDeleteStrandedWorkers bool
+	statusWrites               statusWrites
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -122,6 +129,8 @@ type scope struct {
 	pricesRead bool
 
 	requeueAfter time.Duration
+	// status is the status this pass computed (writeStatus), nil until then.
+	status *v1alpha1.AgentFleetStatus
 }
 
 // blocker is why a fleet cannot go further: a condition reason and a message for people.
@@ -156,6 +165,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if apierrors.IsNotFound(err) {
 			r.deletions.forget(req.NamespacedName)
 			r.expectations.forget(req.NamespacedName)
+			r.statusWrites.forget(req.NamespacedName)
 			forgetFleetGauges(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -163,6 +173,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !fleet.DeletionTimestamp.IsZero() {
 		r.deletions.forget(req.NamespacedName)
 		r.expectations.forget(req.NamespacedName)
+		r.statusWrites.forget(req.NamespacedName)
 		forgetFleetGauges(req.NamespacedName)
 		return ctrl.Result{}, nil // the garbage collector deletes the children by owner reference
 	}
@@ -197,7 +208,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		s.pods, err = r.workerPods(ctx, s.cluster)
 	}
 	if !apierrors.IsConflict(err) {
-		err = errors.Join(err, r.reconcileLeaseDirectives(ctx, s))
+		err = errors.Join(err, r.reconcileLeaseDirectives(ctx, s), r.releaseStranded(ctx, s))
 	}
 	if s.cluster != nil && s.activeVersion != "" && s.activeVersion == s.cluster.ResourceVersion {
 		// KubeRay behind a RayCluster this pass did not write (a write's own event brings the next
@@ -219,7 +230,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			send()
 		}
 	}
-	recordFleetMetrics(s.fleet, r.meterGPUs(ctx, s))
+	observed := s.fleet
+	if s.status != nil {
+		// The metrics follow what this pass computed, written or waiting (statusWriteDelay).
+		shallow := *s.fleet
+		shallow.Status = *s.status
+		observed = &shallow
+	}
+	recordFleetMetrics(observed, r.meterGPUs(ctx, s))
 	prices, _ := r.scopePrices(ctx, s)
 	declareUsageSeries(s.fleet, prices)
 	if statusErr != nil {
@@ -245,7 +263,14 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	}
 	o.PromptHash, o.DesiredRevision = s.built.PromptHash, s.built.Revision
 	status := computeStatus(o)
+	s.status = &status
 	if equality.Semantic.DeepEqual(s.fleet.Status, status) {
+		return nil
+	}
+	key := client.ObjectKeyFromObject(s.fleet)
+	if wait := statusWriteDelay(&s.fleet.Status, &status, r.statusWrites.last(key), s.now, r.StatusWriteInterval); wait > 0 && len(s.afterStatus) == 0 {
+		// Progress alone, soon after the last write: written with the next change, or then.
+		s.requeue(wait)
 		return nil
 	}
 	patch := client.MergeFromWithOptions(s.fleet.DeepCopy(), client.MergeFromWithOptimisticLock{})
@@ -253,7 +278,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	if err := r.Status().Patch(ctx, s.fleet, patch); err != nil {
 		return fmt.Errorf("writing the status of %s: %w", klog.KObj(s.fleet), err)
 	}
-	r.expectations.expect(client.ObjectKeyFromObject(s.fleet), s.fleet.ResourceVersion, r.Clock.Now())
+	r.expectations.expect(key, s.fleet.ResourceVersion, r.Clock.Now())
+	r.statusWrites.wrote(key, s.now)
 	return nil
 }
 

@@ -20,6 +20,9 @@ const (
 	// EventWorkerReplaced is emitted once per replacement, after it is recorded in status.
 	EventWorkerReplaced         = "WorkerReplaced"
 	EventRestartBudgetExhausted = "RestartBudgetExhausted"
+	// EventStrandedWorkerDeleted: a worker whose node went silent was force-deleted, so that KubeRay
+	// replaces it (stranded.go).
+	EventStrandedWorkerDeleted = "StrandedWorkerDeleted"
 
 	// EventBudgetExceeded (Warning) when a fleet budget is first exceeded; EventWithinBudget
 	// (Normal) when the fleet is back under its budgets.

@@ -39,7 +39,7 @@ import (
 // +kubebuilder:rbac:groups=ray.io,resources=rayclusters,verbs=list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=ray.io,resources=rayjobs,verbs=list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list;watch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=list;watch;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=get;list;watch
@@ -52,7 +52,7 @@ import (
 // three finished RayJobs per job, the default GPU fault conditions.
 func NewReconciler(c client.Client, apiReader client.Reader) *Reconciler {
 	return &Reconciler{Client: c, APIReader: apiReader, Clock: clock.RealClock{}, JobHistoryLimit: 3, deletions: newDeletions(),
-		GPUFaultConditions: gpunode.DefaultFaultConditionList()}
+		GPUFaultConditions: gpunode.DefaultFaultConditionList(), ForceDeleteStrandedWorkers: true}
 }
 
 // podNodeIndex indexes the cached (agent) pods by their node.

@@ -66,6 +66,15 @@ type Options struct {
 	// requests of these users, at level Metadata (who did what to which object, no bodies): what a
 	// ServiceAccount actually used of what RBAC grants it.
 	AuditUsers []string
+	// NodeMonitorGracePeriod, when set, is how long a node may be silent before the node lifecycle
+	// controller marks it NotReady (Ready=Unknown) and taints it unreachable (kube-controller-manager's
+	// --node-monitor-grace-period, 50 s by default); kwok's node Leases are then renewed 8 times
+	// within it, so that only a silenced node (SilenceNode) goes NotReady.
+	NodeMonitorGracePeriod time.Duration
+	// UnreachableTolerationSeconds, when set, is the toleration of node.kubernetes.io/unreachable
+	// and not-ready that the API server gives pods (--default-unreachable-toleration-seconds, 300 by
+	// default): how long after a node goes NotReady its pods are evicted.
+	UnreachableTolerationSeconds int
 }
 
 // Cluster is a running local cluster.
@@ -267,6 +276,9 @@ func (c *Cluster) startControlPlane() error {
 		}
 		api.Configure().Set("audit-policy-file", policyPath).Set("audit-log-path", c.AuditLogPath())
 	}
+	if t := c.opts.UnreachableTolerationSeconds; t > 0 {
+		api.Configure().Set("default-unreachable-toleration-seconds", strconv.Itoa(t)).Set("default-not-ready-toleration-seconds", strconv.Itoa(t))
+	}
 	c.env.ControlPlane.APIServer = api
 	c.envStarted = true // envtest's Stop is safe on a partly started plane
 	cfg, err := c.env.Start()
@@ -366,7 +378,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 	// The node lifecycle controller is why this runs at all: the TaintNodesByCondition admission
 	// plugin taints every new node not-ready, and only that controller lifts the taint. The token
 	// controller is off (envtest's apiserver has no service-account admission to feed it).
-	return c.start(ctx, "kube-controller-manager", []string{
+	args := []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--authentication-kubeconfig=" + c.Kubeconfig,
 		"--authorization-kubeconfig=" + c.Kubeconfig,
@@ -377,7 +389,11 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		"--secure-port=" + strconv.Itoa(port),
 		"--cert-dir=" + filepath.Join(c.Dir, "kube-controller-manager-certs"),
 		"--concurrent-gc-syncs=10",
-	}, nil, healthz(port))
+	}
+	if g := c.opts.NodeMonitorGracePeriod; g > 0 {
+		args = append(args, "--node-monitor-grace-period="+g.String(), "--node-monitor-period="+min(g/4, 5*time.Second).String())
+	}
+	return c.start(ctx, "kube-controller-manager", args, nil, healthz(port))
 }
 
 func (c *Cluster) startScheduler(ctx context.Context) error {
@@ -397,20 +413,30 @@ func (c *Cluster) startScheduler(ctx context.Context) error {
 }
 
 func (c *Cluster) startKwok(ctx context.Context) error {
+	return c.startKwokFor(ctx, "kwok", kwokManaged)
+}
+
+// startKwokFor starts a kwok, as the part name, for the nodes annotated kwok.x-k8s.io/node=value.
+func (c *Cluster) startKwokFor(ctx context.Context, name, value string) error {
 	port, err := freePort()
 	if err != nil {
-		return &PartError{Part: "kwok", Err: err}
+		return &PartError{Part: name, Err: err}
 	}
 	// kwok's default stages: pods become Ready once scheduled (and keep any status written later),
 	// Job pods complete, nodes turn Ready. Node Leases must be asked for: without a lease duration
 	// kwok only touches node heartbeats now and then, the node lifecycle controller sees nodes go
-	// silent, and marks every pod on them not Ready (seen here 23 s after start).
-	return c.start(ctx, "kwok", []string{
+	// silent, and marks every pod on them not Ready (seen here 23 s after start). kwok renews a
+	// Lease every quarter of its duration.
+	lease := 40
+	if g := c.opts.NodeMonitorGracePeriod; g > 0 {
+		lease = max(int(g.Seconds()/2), 4)
+	}
+	return c.startBinary(ctx, name, c.bin("kwok"), []string{
 		"--kubeconfig=" + c.Kubeconfig,
 		"--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=fake",
+		"--manage-nodes-with-annotation-selector=" + KwokNodeAnnotation + "=" + value,
 		"--cidr=10.244.0.1/16",
-		"--node-lease-duration-seconds=40",
+		"--node-lease-duration-seconds=" + strconv.Itoa(lease),
 		"--node-ip=127.0.0.1",
 		"--server-address=127.0.0.1:" + strconv.Itoa(port),
 	}, nil, httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", port)))

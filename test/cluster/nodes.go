@@ -49,6 +49,23 @@ type Node struct {
 	// NoGPUTaint leaves the nvidia.com/gpu:NoSchedule taint off a GPU node.
 	NoGPUTaint bool
 	Labels     map[string]string
+	// OwnKwok runs the node, and its pods, by a kwok of its own (the part NodeKwok(Name)), so that
+	// SilenceNode can stop its heartbeats alone, as when its kubelet dies or its network is cut.
+	OwnKwok bool
+}
+
+// kwokManaged is the annotation value of the nodes the cluster's kwok runs.
+const kwokManaged = "fake"
+
+// NodeKwok is the part that runs a node made with OwnKwok.
+func NodeKwok(node string) string { return "kwok-" + node }
+
+// kwokValue is the kwok.x-k8s.io/node annotation that gives a node to its kwok.
+func (n Node) kwokValue() string {
+	if n.OwnKwok {
+		return "own-" + n.Name
+	}
+	return kwokManaged
 }
 
 // GPUNodes returns n GPU nodes named <prefix>-0 … with gpus GPUs of product each.
@@ -105,7 +122,7 @@ func (n Node) Object() *corev1.Node {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        n.Name,
 			Labels:      labels,
-			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Annotations: map[string]string{KwokNodeAnnotation: n.kwokValue(), "node.alpha.kubernetes.io/ttl": "0"},
 		},
 		Spec: corev1.NodeSpec{Taints: taints},
 		Status: corev1.NodeStatus{
@@ -119,6 +136,14 @@ func (n Node) Object() *corev1.Node {
 
 // AddNode creates a fake node; kwok turns it Ready. WaitForNodes waits for that.
 func (c *Cluster) AddNode(ctx context.Context, n Node) error {
+	c.mu.Lock()
+	started := c.partIndex(NodeKwok(n.Name)) >= 0
+	c.mu.Unlock()
+	if n.OwnKwok && !started {
+		if err := c.startKwokFor(ctx, NodeKwok(n.Name), n.kwokValue()); err != nil {
+			return err
+		}
+	}
 	if err := c.Client.Create(ctx, n.Object()); err != nil {
 		return fmt.Errorf("creating node %s: %w", n.Name, err)
 	}
@@ -166,6 +191,21 @@ func Schedulable(node *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// SilenceNode stops the heartbeats of a node made with OwnKwok (SIGKILL to its kwok), as when its
+// kubelet dies or its network is cut: its Lease and status go stale, the node lifecycle controller
+// marks it NotReady after Options.NodeMonitorGracePeriod and taints it unreachable, and nothing
+// finishes the deletion of its pods. RestoreNode brings its kwok back.
+func (c *Cluster) SilenceNode(name string) error {
+	_, err := c.KillPart(NodeKwok(name), 10*time.Second)
+	return err
+}
+
+// RestoreNode starts the kwok of a silenced node again: it renews the node's Lease and status, and
+// runs the pods left on it (it finishes the deletion of those being deleted).
+func (c *Cluster) RestoreNode(ctx context.Context, name string) error {
+	return c.RestartPart(ctx, NodeKwok(name))
 }
 
 // CordonNode marks a node unschedulable, as `kubectl cordon` does.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,6 +32,14 @@ const (
 	// leaseDuration after its last renewal, which the others look for every retryPeriod.
 	leaseDuration, retryPeriod = 15 * time.Second, 2 * time.Second
 )
+
+// The chaos suite's cluster notices a silent node in 20 s (not 50 s) and evicts its pods 5 s later
+// (not 300 s), so that a NotReady node fits in a test.
+func init() {
+	tuneCluster = append(tuneCluster, func(o *cluster.Options) {
+		o.NodeMonitorGracePeriod, o.UnreachableTolerationSeconds = 20*time.Second, 5
+	})
+}
 
 // stopSharedOperator stops the tests' operator for the test, and starts it again after.
 func stopSharedOperator(t *testing.T) {
@@ -252,6 +261,124 @@ func TestChaosNodeDeleted(t *testing.T) {
 		t.Errorf("the supervisor replaced %d workers (%+v) that KubeRay had already replaced", n, f.Status.Restarts)
 	}
 	oneRayCluster(t, key)
+}
+
+// A node goes silent (its kubelet gone, its network cut) with workers on it: the node lifecycle
+// controller marks it NotReady and the taint manager deletes its pods, which stay Terminating with
+// no kubelet to finish them, and which KubeRay counts as its workers. The operator force-deletes them
+// once past their grace period; KubeRay replaces them on the other node, the fleet is back at its
+// declared count, never over it, and no restart is counted: the node failed, not the agents. The
+// node's return changes nothing.
+func TestChaosNodeNotReady(t *testing.T) {
+	needCluster(t)
+	ctx := context.Background()
+	pool := map[string]string{"agentfleet.dev/e2e-pool": "silent"}
+	var nodes []string
+	for i := range 2 {
+		n := cluster.Node{Name: fmt.Sprintf("silent-%d", i), CPU: "64", Memory: "256Gi", Labels: pool, OwnKwok: true}
+		if err := c.AddNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n.Name)
+		t.Cleanup(func() { _ = c.DeleteNode(context.Background(), n.Name) })
+	}
+	if err := c.WaitForNodes(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t)
+	_, key := newFleet(t, builder.MakeAgentFleet("silent", ns).Replicas(4).Mutate(func(f *v1alpha1.AgentFleet) {
+		f.Spec.Worker.NodeSelector = pool
+	}))
+	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	// The victim: the pool node with the most workers and not the head (whose loss is another story).
+	var head corev1.PodList
+	if err := k8s.List(ctx, &head, client.InNamespace(ns), client.MatchingLabels{"ray.io/node-type": "head"}); err != nil || len(head.Items) != 1 {
+		t.Fatalf("the head pod: %v, %d found", err, len(head.Items))
+	}
+	byNode := map[string][]string{}
+	for _, p := range agentPods(t, ns, key.Name) {
+		byNode[p.Spec.NodeName] = append(byNode[p.Spec.NodeName], p.Name)
+	}
+	victim := ""
+	for _, n := range nodes {
+		if n != head.Items[0].Spec.NodeName && len(byNode[n]) > len(byNode[victim]) {
+			victim = n
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no pool node holds workers without the head (workers by node %v, head on %s)", byNode, head.Items[0].Spec.NodeName)
+	}
+	lost := byNode[victim]
+	if err := c.SilenceNode(victim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !c.Running(cluster.NodeKwok(victim)) {
+			_ = c.RestoreNode(context.Background(), victim)
+		}
+	})
+	silenced := time.Now()
+	t.Logf("silenced node %s with workers %v", victim, lost)
+
+	most := 0
+	eventually(t, 4*time.Minute, "4 Ready workers, none on the silent node, the stranded ones gone", func(ctx context.Context) (bool, string) {
+		pods := agentPods(t, ns, key.Name)
+		ready, live, onVictim := 0, 0, 0
+		for i := range pods {
+			if pods[i].Spec.NodeName == victim {
+				onVictim++
+			}
+			if pods[i].DeletionTimestamp == nil {
+				live++
+			}
+			if podReady(&pods[i]) {
+				ready++
+			}
+		}
+		most = max(most, live)
+		return ready == 4 && onVictim == 0 && len(pods) == 4, fmt.Sprintf("%d pods, %d not being deleted, %d Ready, %d on %s", len(pods), live, ready, onVictim, victim)
+	})
+	t.Logf("back at 4 Ready workers %s after the node went silent", time.Since(silenced).Round(time.Second))
+	if most > 4 {
+		t.Errorf("%d workers not being deleted at once: more than the 4 declared", most)
+	}
+	node := &corev1.Node{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: victim}, node); err != nil {
+		t.Fatal(err)
+	}
+	if cluster.Schedulable(node) {
+		t.Errorf("node %s is Ready: the test did not silence it", victim)
+	}
+	if n, err := countEvents(ctx, key, "StrandedWorkerDeleted"); err != nil || n != len(lost) {
+		t.Errorf("%d StrandedWorkerDeleted Events (%v), want one per worker on %s: %v", n, err, victim, lost)
+	}
+	f := waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	if n := restartsTotal(f.Status.Restarts); n != 0 {
+		t.Errorf("%d restarts counted (%+v): a node's failure is not the agents'", n, f.Status.Restarts)
+	}
+	oneRayCluster(t, key)
+
+	// The node returns: nothing of the fleet changes.
+	if err := c.RestoreNode(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitForNodes(ctx, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]bool{}
+	for _, p := range agentPods(t, ns, key.Name) {
+		before[string(p.UID)] = true
+	}
+	time.Sleep(5 * time.Second)
+	after := agentPods(t, ns, key.Name)
+	for _, p := range after {
+		if !before[string(p.UID)] || p.DeletionTimestamp != nil {
+			t.Errorf("after the node's return, worker %s changed (new or being deleted)", p.Name)
+		}
+	}
+	if len(after) != 4 {
+		t.Errorf("%d workers after the node's return, want 4", len(after))
+	}
 }
 
 func restartsTotal(r v1alpha1.RestartCounts) int32 {

@@ -29,6 +29,9 @@ var (
 	k8s client.Client
 )
 
+// tuneCluster change the local cluster's options before it starts (the chaos suite's node timings).
+var tuneCluster []func(*cluster.Options)
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if testing.Short() {
@@ -44,7 +47,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	c, err = cluster.Start(ctx, cluster.Options{
+	opts := cluster.Options{
 		CRDDirectoryPaths: []string{crds},
 		// Room for every test's fleets at once: the tests leave theirs for the logs.
 		Nodes: append(cluster.GPUNodes("h100", 2, 8, "NVIDIA-H100-80GB-HBM3"),
@@ -52,7 +55,11 @@ func run(m *testing.M) int {
 		Progress: os.Stdout,
 		// What the operator does with its role, for checkOperatorGrantsUsed.
 		AuditUsers: []string{operatorUser},
-	})
+	}
+	for _, tune := range tuneCluster {
+		tune(&opts)
+	}
+	c, err = cluster.Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

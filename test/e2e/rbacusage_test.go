@@ -60,6 +60,8 @@ var notExercised = map[grant]string{
 	{"", "serviceaccounts", "delete"}:                       "a fleet that turns heartbeats off loses its agents' access; no e2e test turns them off",
 	{"rbac.authorization.k8s.io", "roles", "delete"}:        "a fleet that turns heartbeats off loses its agents' access; no e2e test turns them off",
 	{"rbac.authorization.k8s.io", "rolebindings", "delete"}: "a fleet that turns heartbeats off loses its agents' access; no e2e test turns them off",
+	// controllers/fleet/stranded.go.
+	{"", "pods", "delete"}: "force-deletes workers stranded on a node that is not Ready; the chaos suite's NotReady node does it (make test-chaos)",
 	// controllers/fleet/jobs.go.
 	{"ray.io", "rayjobs", "delete"}: "RayJobs past a job's history (3 finished runs) or of a job no longer declared are deleted; no e2e job gets there",
 }

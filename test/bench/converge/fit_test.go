@@ -54,3 +54,15 @@ func logSlope(x, y []float64) float64 {
 	_, b, _, _ := leastSquares(lx, ly)
 	return b
 }
+
+func TestMedianRatios(t *testing.T) {
+	r := results{Sizes: []sizeResult{
+		{N: 50, Run: 1, Ratio: 1.4}, {N: 50, Run: 2, Ratio: 1.1}, {N: 50, Run: 3, Ratio: 1.2},
+		{N: 100, Run: 1, Ratio: 1.3}, {N: 100, Run: 2, Ratio: 1.1},
+		{N: 200, Run: 1}, // did not converge: no ratio
+	}}
+	want := []ratioSummary{{N: 50, Runs: 3, Median: 1.2, Min: 1.1, Max: 1.4}, {N: 100, Runs: 2, Median: 1.2, Min: 1.1, Max: 1.3}}
+	if diff := cmp.Diff(want, r.medianRatios(), cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("medianRatios (-want +got):\n%s", diff)
+	}
+}

@@ -50,6 +50,7 @@ import (
 	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
+	"github.com/agentfleet/agentfleet/controllers/fleet"
 	"github.com/agentfleet/agentfleet/rayspecs"
 	"github.com/agentfleet/agentfleet/test/bench/internal/benchmetrics"
 	"github.com/agentfleet/agentfleet/test/builder"
@@ -86,6 +87,8 @@ func main() {
 	flag.Float64Var(&s.KubeRayQPS, "kuberay-qps", kuberayDefaultQPS, "KubeRay's --qps (client-side rate limit), for both phases")
 	flag.IntVar(&s.KubeRayBurst, "kuberay-burst", kuberayDefaultBurst, "KubeRay's --burst, for both phases")
 	flag.IntVar(&s.OurConcurrency, "our-concurrency", 4, "our operator's --max-concurrent-reconciles")
+	flag.IntVar(&s.Repeat, "repeat", 1, "runs of each size (the phases take turns going first); the table gives each, and the median ratio")
+	flag.DurationVar(&s.OurStatusWriteInterval, "our-status-write-interval", fleet.DefaultStatusWriteInterval, "our operator's --status-write-interval (0: every change of a fleet's progress written at once)")
 	flag.Float64Var(&s.SchedulerQPS, "scheduler-qps", 0, "kube-scheduler's --kube-api-qps (burst twice that); 0: its default, 50 (burst 100)")
 	flag.IntVar(&s.Creators, "creators", 8, "goroutines creating a phase's objects")
 	flag.DurationVar(&s.SteadyFor, "steady-for", 30*time.Second, "how long the steady state is measured at each converged size")
@@ -140,35 +143,39 @@ const (
 
 // settings are every knob of the test bed that bears on the result; all go in the JSON.
 type settings struct {
-	Sizes               []int         `json:"sizes"`
-	Phases              []string      `json:"phases"`
-	Workers             int           `json:"workersPerObject"`
-	SizeTimeout         time.Duration `json:"-"`
-	SizeTimeoutSeconds  float64       `json:"sizeTimeoutSeconds"`
-	KubeRayConcurrency  int           `json:"kuberayReconcileConcurrency"`
-	KubeRayQPS          float64       `json:"kuberayClientQPS"`
-	KubeRayBurst        int           `json:"kuberayClientBurst"`
-	OurConcurrency      int           `json:"ourMaxConcurrentReconciles"`
-	OurClient           string        `json:"ourClientRateLimit"`
-	SchedulerQPS        float64       `json:"schedulerQPS"`
-	SchedulerClient     string        `json:"schedulerClientRateLimit"`
-	KwokClient          string        `json:"kwokClientRateLimit"`
-	ControllerManager   string        `json:"controllerManagerClientRateLimit"`
-	APIServer           string        `json:"apiServer"`
-	BenchClient         string        `json:"benchClientRateLimit"`
-	Creators            int           `json:"creators"`
-	Nodes               int           `json:"nodes"`
-	Node                string        `json:"node"`
-	SteadyFor           time.Duration `json:"-"`
-	SteadyForSeconds    float64       `json:"steadyForSeconds"`
-	SkipAfterFloorFails bool          `json:"stopWhenFloorFails"`
+	Sizes              []int         `json:"sizes"`
+	Phases             []string      `json:"phases"`
+	Workers            int           `json:"workersPerObject"`
+	SizeTimeout        time.Duration `json:"-"`
+	SizeTimeoutSeconds float64       `json:"sizeTimeoutSeconds"`
+	KubeRayConcurrency int           `json:"kuberayReconcileConcurrency"`
+	KubeRayQPS         float64       `json:"kuberayClientQPS"`
+	KubeRayBurst       int           `json:"kuberayClientBurst"`
+	OurConcurrency     int           `json:"ourMaxConcurrentReconciles"`
+	// Repeat is how many times each size is measured (both phases, taking turns going first).
+	Repeat int `json:"repeat"`
+	// OurStatusWriteInterval is our --status-write-interval.
+	OurStatusWriteInterval time.Duration `json:"ourStatusWriteInterval"`
+	OurClient              string        `json:"ourClientRateLimit"`
+	SchedulerQPS           float64       `json:"schedulerQPS"`
+	SchedulerClient        string        `json:"schedulerClientRateLimit"`
+	KwokClient             string        `json:"kwokClientRateLimit"`
+	ControllerManager      string        `json:"controllerManagerClientRateLimit"`
+	APIServer              string        `json:"apiServer"`
+	BenchClient            string        `json:"benchClientRateLimit"`
+	Creators               int           `json:"creators"`
+	Nodes                  int           `json:"nodes"`
+	Node                   string        `json:"node"`
+	SteadyFor              time.Duration `json:"-"`
+	SteadyForSeconds       float64       `json:"steadyForSeconds"`
+	SkipAfterFloorFails    bool          `json:"stopWhenFloorFails"`
 }
 
 func (s *settings) describe() []string {
 	return []string{
 		fmt.Sprintf("sizes %v, %d workers per object (pods per object: %d), phases %s, %s per phase at most", s.Sizes, s.Workers, s.Workers+1, strings.Join(s.Phases, "+"), s.SizeTimeout),
 		fmt.Sprintf("KubeRay operator: --reconcile-concurrency=%d --qps=%g --burst=%d (same for both phases)", s.KubeRayConcurrency, s.KubeRayQPS, s.KubeRayBurst),
-		fmt.Sprintf("our operator: --max-concurrent-reconciles=%d, client %s", s.OurConcurrency, s.OurClient),
+		fmt.Sprintf("our operator: --max-concurrent-reconciles=%d, --status-write-interval=%s, client %s", s.OurConcurrency, s.OurStatusWriteInterval, s.OurClient),
 		fmt.Sprintf("kube-scheduler client %s; kwok client %s; kube-controller-manager client %s", s.SchedulerClient, s.KwokClient, s.ControllerManager),
 		fmt.Sprintf("kube-apiserver: %s", s.APIServer),
 		fmt.Sprintf("bench client %s, %d creating goroutines; %d kwok nodes of %s", s.BenchClient, s.Creators, s.Nodes, s.Node),
@@ -224,7 +231,8 @@ func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (er
 	if err != nil {
 		return err
 	}
-	if err := c.StartOperator(ctx, ourOperator, manager, fmt.Sprintf("--max-concurrent-reconciles=%d", s.OurConcurrency)); err != nil {
+	if err := c.StartOperator(ctx, ourOperator, manager, fmt.Sprintf("--max-concurrent-reconciles=%d", s.OurConcurrency),
+		fmt.Sprintf("--status-write-interval=%s", s.OurStatusWriteInterval)); err != nil {
 		return err
 	}
 	b, err := newBench(ctx, c, s)
@@ -240,33 +248,46 @@ func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (er
 		Logs:    c.Dir}
 	fmt.Printf("Machine: %d cores, %.1f GiB\n", res.Machine.Cores, float64(res.Machine.MemoryBytes)/(1<<30))
 
+sizes:
 	for _, n := range b.s.Sizes {
-		sr := sizeResult{N: n}
-		for _, phase := range b.s.Phases {
-			pr, err := b.phase(ctx, phase, n)
-			if err != nil {
-				res.Sizes = append(res.Sizes, sr)
-				_ = res.write(resultsPath)
-				return fmt.Errorf("%s at N=%d: %w", phase, n, err)
+		var sr sizeResult
+		for rep := range max(b.s.Repeat, 1) {
+			sr = sizeResult{N: n, Run: rep + 1}
+			// The phases take turns going first, so that neither always runs on the cluster the
+			// other just cleaned up after.
+			phases := slices.Clone(b.s.Phases)
+			if rep%2 == 1 {
+				slices.Reverse(phases)
 			}
-			if phase == phaseFloor {
-				sr.Floor = pr
-			} else {
-				sr.AgentFleet = pr
+			for _, phase := range phases {
+				pr, err := b.phase(ctx, phase, n, rep)
+				if err != nil {
+					res.Sizes = append(res.Sizes, sr)
+					_ = res.write(resultsPath)
+					return fmt.Errorf("%s at N=%d: %w", phase, n, err)
+				}
+				if phase == phaseFloor {
+					sr.Floor = pr
+				} else {
+					sr.AgentFleet = pr
+				}
 			}
-		}
-		if sr.Floor != nil && sr.AgentFleet != nil && sr.Floor.Converged && sr.AgentFleet.Converged {
-			sr.Ratio = sr.AgentFleet.Seconds / sr.Floor.Seconds
-		}
-		res.Sizes = append(res.Sizes, sr)
-		// Written after every size, so that a run cut short keeps what it measured.
-		if err := res.write(resultsPath); err != nil {
-			return err
+			if sr.Floor != nil && sr.AgentFleet != nil && sr.Floor.Converged && sr.AgentFleet.Converged {
+				sr.Ratio = sr.AgentFleet.Seconds / sr.Floor.Seconds
+			}
+			res.Sizes = append(res.Sizes, sr)
+			// Written after every run, so that a run cut short keeps what it measured.
+			if err := res.write(resultsPath); err != nil {
+				return err
+			}
+			if sr.Floor != nil && !sr.Floor.Converged {
+				break
+			}
 		}
 		if sr.Floor != nil && !sr.Floor.Converged && b.s.SkipAfterFloorFails {
 			res.Skipped = append(res.Skipped, b.s.Sizes[slices.Index(b.s.Sizes, n)+1:]...)
 			fmt.Printf("\nThe floor did not converge at N=%d: larger sizes %v skipped\n", n, res.Skipped)
-			break
+			break sizes
 		}
 	}
 	res.fits()
@@ -430,8 +451,11 @@ func (b *bench) snapshot(ctx context.Context) (snapshot, error) {
 
 // phase creates n objects of the phase at once, waits for all to be Ready (or the size's
 // deadline), measures what it cost, and removes them again.
-func (b *bench) phase(ctx context.Context, phase string, n int) (*phaseResult, error) {
+func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResult, error) {
 	ns := fmt.Sprintf("%s-%d", phase, n)
+	if rep > 0 {
+		ns = fmt.Sprintf("%s-%d-%d", phase, n, rep+1)
+	}
 	fmt.Printf("\n%s, N=%d: creating %d %s in namespace %s\n", phase, n, n, map[string]string{phaseFloor: "RayClusters", phaseFleet: "AgentFleets"}[phase], ns)
 	if err := b.k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return nil, fmt.Errorf("creating namespace %s: %w", ns, err)
@@ -811,7 +835,9 @@ type results struct {
 }
 
 type sizeResult struct {
-	N          int          `json:"n"`
+	N int `json:"n"`
+	// Run is which of the --repeat runs at N this is, from 1.
+	Run        int          `json:"run"`
 	Floor      *phaseResult `json:"floor,omitempty"`
 	AgentFleet *phaseResult `json:"agentfleet,omitempty"`
 	// Ratio is AgentFleet's time over the floor's (goal <= 1.25); 0 unless both converged.
@@ -824,6 +850,37 @@ type machine struct {
 	OS          string `json:"os"`
 	Arch        string `json:"arch"`
 	GoVersion   string `json:"goVersion"`
+}
+
+// ratioSummary is the spread of the ratios measured at one N.
+type ratioSummary struct {
+	N, Runs          int
+	Median, Min, Max float64
+}
+
+// medianRatios summarizes the ratios of the runs at each N, in the order measured.
+func (r *results) medianRatios() []ratioSummary {
+	byN := map[int][]float64{}
+	var order []int
+	for _, sr := range r.Sizes {
+		if sr.Ratio <= 0 {
+			continue
+		}
+		if _, ok := byN[sr.N]; !ok {
+			order = append(order, sr.N)
+		}
+		byN[sr.N] = append(byN[sr.N], sr.Ratio)
+	}
+	var out []ratioSummary
+	for _, n := range order {
+		v := slices.Sorted(slices.Values(byN[n]))
+		m := v[len(v)/2]
+		if len(v)%2 == 0 {
+			m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+		}
+		out = append(out, ratioSummary{N: n, Runs: len(v), Median: m, Min: v[0], Max: v[len(v)-1]})
+	}
+	return out
 }
 
 // fits fits the time to Ready and the costs against N, over the sizes that converged.
@@ -879,6 +936,11 @@ func (r *results) print() {
 			ratio = fmt.Sprintf("%.2f", sr.Ratio)
 		}
 		fmt.Printf("  %6d  %14s  %14s  %7s\n", sr.N, cell(sr.Floor), cell(sr.AgentFleet), ratio)
+	}
+	if r.Settings.Repeat > 1 {
+		for _, m := range r.medianRatios() {
+			fmt.Printf("  N=%d: median ratio %.2f over %d runs (min %.2f, max %.2f)\n", m.N, m.Median, m.Runs, m.Min, m.Max)
+		}
 	}
 	if len(r.Skipped) > 0 {
 		fmt.Printf("  skipped (the floor did not converge before them): %v\n", r.Skipped)

@@ -1,0 +1,97 @@
+package fleet
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/agentfleet/agentfleet/api/v1alpha1"
+)
+
+func TestStatusWriteDelay(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	progressing := func(ready int32) *v1alpha1.AgentFleetStatus {
+		return &v1alpha1.AgentFleetStatus{
+			ObservedGeneration: 1, Replicas: 4, ReadyReplicas: ready, UpdatedReplicas: 4, Workers: "x/4", RayClusterName: "agents",
+			Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonScaling, Message: "some agent workers ready", LastTransitionTime: metav1.NewTime(t0)}},
+		}
+	}
+	degraded := func(reason string) *v1alpha1.AgentFleetStatus {
+		s := progressing(3)
+		s.Conditions = append(s.Conditions, metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: reason, LastTransitionTime: metav1.NewTime(t0)})
+		return s
+	}
+	with := func(s *v1alpha1.AgentFleetStatus, f func(*v1alpha1.AgentFleetStatus)) *v1alpha1.AgentFleetStatus {
+		f(s)
+		return s
+	}
+	for _, tc := range []struct {
+		name              string
+		written, computed *v1alpha1.AgentFleetStatus
+		lastWrite         time.Time
+		now               time.Duration // after t0
+		interval          time.Duration
+		want              time.Duration
+	}{
+		{name: "progress soon after a write waits out the interval", written: progressing(1), computed: progressing(2), lastWrite: t0, now: 500 * time.Millisecond, interval: 2 * time.Second, want: 1500 * time.Millisecond},
+		{name: "progress once the interval passed is written", written: progressing(1), computed: progressing(2), lastWrite: t0, now: 2 * time.Second, interval: 2 * time.Second},
+		{name: "no write known (a restarted operator): written", written: progressing(1), computed: progressing(2), now: 0, interval: 2 * time.Second},
+		{name: "pacing off: written", written: progressing(1), computed: progressing(2), lastWrite: t0, interval: 0},
+		{name: "a condition's message and the GPUs held are progress", written: progressing(1),
+			computed:  with(progressing(1), func(s *v1alpha1.AgentFleetStatus) { s.Conditions[0].Message = "3 of 4"; s.GPUs.Allocated = 3 }),
+			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+		{name: "a condition's status is written at once", written: progressing(3),
+			computed: with(progressing(4), func(s *v1alpha1.AgentFleetStatus) {
+				s.Conditions[0].Status, s.Conditions[0].Reason = metav1.ConditionTrue, v1alpha1.ReasonReady
+			}),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a reason of a fleet coming up, its condition's status the same, is progress", written: progressing(0),
+			computed:  with(progressing(0), func(s *v1alpha1.AgentFleetStatus) { s.Conditions[0].Reason = v1alpha1.ReasonHeadNotReady }),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second, want: 2*time.Second - time.Millisecond},
+		{name: "a reason while Degraded is written at once", written: degraded(v1alpha1.ReasonRayClusterFailure),
+			computed: degraded(v1alpha1.ReasonRestartBudgetExhausted), lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a Degraded fleet's progress waits", written: degraded(v1alpha1.ReasonRestartBudgetExhausted),
+			computed:  with(degraded(v1alpha1.ReasonRestartBudgetExhausted), func(s *v1alpha1.AgentFleetStatus) { s.ReadyReplicas = 2 }),
+			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+		{name: "turning Degraded is written at once", written: progressing(3), computed: degraded(v1alpha1.ReasonRestartBudgetExhausted),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a new condition is written at once", written: progressing(3),
+			computed: with(progressing(3), func(s *v1alpha1.AgentFleetStatus) {
+				s.Conditions = append(s.Conditions, metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRestartBudgetExhausted})
+			}),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a new generation is written at once", written: progressing(3),
+			computed:  with(progressing(3), func(s *v1alpha1.AgentFleetStatus) { s.ObservedGeneration = 2 }),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a restart recorded (the supervisor's memory) is written at once", written: progressing(3),
+			computed: with(progressing(2), func(s *v1alpha1.AgentFleetStatus) {
+				s.Restarts.Crashed = 1
+				s.RecentRestarts = []v1alpha1.RestartRecord{{Worker: "w-1", Reason: "Crashed", Time: metav1.NewTime(t0)}}
+			}),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "the rollout is written at once", written: progressing(3),
+			computed: with(progressing(3), func(s *v1alpha1.AgentFleetStatus) {
+				s.Rollout = &v1alpha1.RolloutStatus{Strategy: v1alpha1.RolloutCanary}
+			}),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "a job's status is written at once", written: progressing(3),
+			computed:  with(progressing(3), func(s *v1alpha1.AgentFleetStatus) { s.Jobs = []v1alpha1.JobStatus{{Name: "nightly"}} }),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+		{name: "usage is written at once", written: progressing(3),
+			computed:  with(progressing(3), func(s *v1alpha1.AgentFleetStatus) { s.Usage = &v1alpha1.UsageStatus{} }),
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			written := tc.written.DeepCopy()
+			got := statusWriteDelay(tc.written, tc.computed, tc.lastWrite, t0.Add(tc.now), tc.interval)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("delay (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(written, tc.written); diff != "" {
+				t.Errorf("the written status was changed (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
