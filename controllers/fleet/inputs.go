@@ -49,19 +49,27 @@ func (r *Reconciler) reconcileInputs(ctx context.Context, s *scope) error {
 	f := s.fleet
 	if p := f.Spec.Prompt; p != nil {
 		ref := p.ConfigMapRef
-		cm := &corev1.ConfigMap{}
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: ref.Name}, cm); err != nil {
+		key := client.ObjectKey{Namespace: f.Namespace, Name: ref.Name}
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+		err := r.Get(ctx, key, meta)
+		var data map[string]string
+		if err == nil {
+			data, err = promptData.get(ctx, key, meta.ResourceVersion, readConfigMapData(r.APIReader, key))
+		}
+		if err != nil {
 			if apierrors.IsNotFound(err) {
+				promptData.forget(key)
 				s.block(blocker{reason: v1alpha1.ReasonPromptNotFound, degraded: true, stalled: true,
 					message: fmt.Sprintf("prompt ConfigMap %s/%s not found (spec.prompt.configMapRef)%s", f.Namespace, ref.Name, heldInputs)})
 				return nil
 			}
 			return fmt.Errorf("reading the prompt ConfigMap %s: %w", ref.Name, err)
 		}
-		text, ok := cm.Data[ref.Key]
+		text, ok := data[ref.Key]
 		if !ok {
-			keys := make([]string, 0, len(cm.Data))
-			for k := range cm.Data {
+			keys := make([]string, 0, len(data))
+			for k := range data {
 				keys = append(keys, k)
 			}
 			slices.Sort(keys)
@@ -86,7 +94,7 @@ func (r *Reconciler) reconcileInputs(ctx context.Context, s *scope) error {
 		}
 		// A key that disappears holds the fleet as a missing Secret does: a worker started without
 		// it would fail with CreateContainerConfigError, and its replacements too (issue 14).
-		keys, err := secretKeys.keys(ctx, r.APIReader, key, secret.ResourceVersion)
+		keys, err := secretKeys.get(ctx, key, secret.ResourceVersion, readSecretKeys(r.APIReader, key))
 		if err != nil {
 			return err
 		}
@@ -112,47 +120,78 @@ func (r *Reconciler) reconcileInputs(ctx context.Context, s *scope) error {
 // start either).
 const heldInputs = ": no new worker could start; the running workers keep theirs, and the RayCluster is left as it is until it is back"
 
-// secretKeys are the key names, never the values, of the Secrets fleets reference, by
-// resourceVersion. Only Secrets' metadata is cached; their contents are read from the API server
-// only when a Secret changed (as ConfigMapPrices does), so that a fleet that is not changing costs
-// no request for them, and dropped at once.
-var secretKeys = &secretKeyCache{entries: map[client.ObjectKey]secretKeyEntry{}}
+// secretKeys are the key names, never the values, of the Secrets fleets reference, and promptData
+// the data of the prompt ConfigMaps, by resourceVersion. Only the metadata of Secrets and
+// ConfigMaps is cached; their contents are read from the API server only when the object changed
+// (as ConfigMapPrices does), so that a fleet that is not changing costs no request for them (a
+// 1 MiB prompt was read on every reconcile before), and Secrets' values are dropped at once.
+var (
+	secretKeys = &byVersion[sets.Set[string]]{}
+	promptData = &byVersion[map[string]string]{}
+)
 
-type secretKeyCache struct {
+// byVersion keeps one value read from each object, with the resourceVersion it was read at.
+type byVersion[T any] struct {
 	mu      sync.Mutex
-	entries map[client.ObjectKey]secretKeyEntry
+	entries map[client.ObjectKey]versioned[T]
 }
 
-type secretKeyEntry struct {
+type versioned[T any] struct {
 	version string
-	keys    sets.Set[string]
+	value   T
 }
 
-// keys returns the key names of the Secret key at resourceVersion version (from the cache's
-// metadata), reading it from the API server when that version was not read yet.
-func (c *secretKeyCache) keys(ctx context.Context, reader client.Reader, key client.ObjectKey, version string) (sets.Set[string], error) {
+// get returns the value of the object key at resourceVersion version (from the cache's metadata),
+// calling read, which returns the value and the version it read, when that version was not read
+// yet. read's errors are returned as they are.
+func (c *byVersion[T]) get(ctx context.Context, key client.ObjectKey, version string, read func(context.Context) (string, T, error)) (T, error) {
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	c.mu.Unlock()
 	if ok && e.version == version {
-		return e.keys, nil
+		return e.value, nil
 	}
-	secret := &corev1.Secret{}
-	if err := reader.Get(ctx, key, secret); err != nil {
-		if apierrors.IsNotFound(err) {
-			return sets.New[string](), nil // deleted since the cache saw it: no key, for now
-		}
-		return nil, fmt.Errorf("reading the keys of Secret %s: %w", key.Name, err)
+	v, value, err := read(ctx)
+	if err != nil {
+		return value, err
 	}
-	e = secretKeyEntry{version: secret.ResourceVersion, keys: sets.KeySet(secret.Data)}
 	c.mu.Lock()
-	c.entries[key] = e
-	c.mu.Unlock()
-	return e.keys, nil
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[client.ObjectKey]versioned[T]{}
+	}
+	c.entries[key] = versioned[T]{version: v, value: value}
+	return value, nil
 }
 
-func (c *secretKeyCache) forget(key client.ObjectKey) {
+func (c *byVersion[T]) forget(key client.ObjectKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.entries, key)
+}
+
+// readSecretKeys reads the key names of a Secret; one deleted since the cache saw it has none, for
+// now.
+func readSecretKeys(reader client.Reader, key client.ObjectKey) func(context.Context) (string, sets.Set[string], error) {
+	return func(ctx context.Context) (string, sets.Set[string], error) {
+		secret := &corev1.Secret{}
+		if err := reader.Get(ctx, key, secret); err != nil {
+			if apierrors.IsNotFound(err) {
+				return "", sets.New[string](), nil
+			}
+			return "", nil, fmt.Errorf("reading the keys of Secret %s: %w", key.Name, err)
+		}
+		return secret.ResourceVersion, sets.KeySet(secret.Data), nil
+	}
+}
+
+// readConfigMapData reads the data of a ConfigMap.
+func readConfigMapData(reader client.Reader, key client.ObjectKey) func(context.Context) (string, map[string]string, error) {
+	return func(ctx context.Context) (string, map[string]string, error) {
+		cm := &corev1.ConfigMap{}
+		if err := reader.Get(ctx, key, cm); err != nil {
+			return "", nil, err
+		}
+		return cm.ResourceVersion, cm.Data, nil
+	}
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	rayv1 "github.com/ray-project/kuberay/ray-operator/apis/ray/v1"
 )
 
 func TestFitLine(t *testing.T) {
@@ -64,5 +66,26 @@ func TestMedianRatios(t *testing.T) {
 	want := []ratioSummary{{N: 50, Runs: 3, Median: 1.2, Min: 1.1, Max: 1.4}, {N: 100, Runs: 2, Median: 1.2, Min: 1.1, Max: 1.3}}
 	if diff := cmp.Diff(want, r.medianRatios(), cmpopts.EquateApprox(0, 1e-9)); diff != "" {
 		t.Errorf("medianRatios (-want +got):\n%s", diff)
+	}
+}
+
+// The floor's RayClusters carry none of our labels, on them or on the pods KubeRay makes from them,
+// so that our operator, running beside, ignores them.
+func TestFloorObjectsCarryNoAgentFleetLabels(t *testing.T) {
+	objs, err := (&bench{s: settings{Workers: 4}}).objects(phaseFloor, "ns", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := objs[0].(*rayv1.RayCluster)
+	sets := map[string]map[string]string{"metadata": rc.Labels, "head": rc.Spec.HeadGroupSpec.Labels, "head template": rc.Spec.HeadGroupSpec.Template.Labels}
+	for _, g := range rc.Spec.WorkerGroupSpecs {
+		sets[g.GroupName], sets[g.GroupName+" template"] = g.Labels, g.Template.Labels
+	}
+	for where, labels := range sets {
+		for k := range labels {
+			if strings.HasPrefix(k, "agentfleet.dev/") {
+				t.Errorf("%s label %s on a floor RayCluster", where, k)
+			}
+		}
 	}
 }
