@@ -212,21 +212,8 @@ func TestChaosNodeDeleted(t *testing.T) {
 	needCluster(t)
 	ctx := context.Background()
 	pool := map[string]string{"agentfleet.dev/e2e-pool": "chaos"}
-	nodes := []cluster.Node{{Name: "chaos-0", CPU: "64", Memory: "256Gi", Labels: pool}, {Name: "chaos-1", CPU: "64", Memory: "256Gi", Labels: pool}}
-	for _, n := range nodes {
-		if err := c.AddNode(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.DeleteNode(context.Background(), n.Name) })
-	}
-	if err := c.WaitForNodes(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ns := namespace(t)
-	_, key := newFleet(t, builder.MakeAgentFleet("nodeloss", ns).Replicas(4).Mutate(func(f *v1alpha1.AgentFleet) {
-		f.Spec.Worker.NodeSelector = pool
-	}))
-	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	ns, key := fleetOnNodes(t, "nodeloss", pool, cluster.Node{Name: "chaos-0", CPU: "64", Memory: "256Gi", Labels: pool},
+		cluster.Node{Name: "chaos-1", CPU: "64", Memory: "256Gi", Labels: pool})
 	byNode := map[string]int{}
 	for _, p := range agentPods(t, ns, key.Name) {
 		byNode[p.Spec.NodeName]++
@@ -274,22 +261,12 @@ func TestChaosNodeNotReady(t *testing.T) {
 	ctx := context.Background()
 	pool := map[string]string{"agentfleet.dev/e2e-pool": "silent"}
 	var nodes []string
+	var own []cluster.Node
 	for i := range 2 {
 		n := cluster.Node{Name: fmt.Sprintf("silent-%d", i), CPU: "64", Memory: "256Gi", Labels: pool, OwnKwok: true}
-		if err := c.AddNode(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n.Name)
-		t.Cleanup(func() { _ = c.DeleteNode(context.Background(), n.Name) })
+		nodes, own = append(nodes, n.Name), append(own, n)
 	}
-	if err := c.WaitForNodes(ctx, 60*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ns := namespace(t)
-	_, key := newFleet(t, builder.MakeAgentFleet("silent", ns).Replicas(4).Mutate(func(f *v1alpha1.AgentFleet) {
-		f.Spec.Worker.NodeSelector = pool
-	}))
-	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	ns, key := fleetOnNodes(t, "silent", pool, own...)
 	// The victim: the pool node with the most workers and not the head (whose loss is another story).
 	var head corev1.PodList
 	if err := k8s.List(ctx, &head, client.InNamespace(ns), client.MatchingLabels{"ray.io/node-type": "head"}); err != nil || len(head.Items) != 1 {
@@ -379,6 +356,28 @@ func TestChaosNodeNotReady(t *testing.T) {
 	if len(after) != 4 {
 		t.Errorf("%d workers after the node's return, want 4", len(after))
 	}
+}
+
+// fleetOnNodes adds nodes (deleted after the test) and a fleet of 4 workers held to them by the
+// pool label, and waits until it is Ready.
+func fleetOnNodes(t *testing.T, name string, pool map[string]string, nodes ...cluster.Node) (string, client.ObjectKey) {
+	t.Helper()
+	ctx := context.Background()
+	for _, n := range nodes {
+		if err := c.AddNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.DeleteNode(context.Background(), n.Name) })
+	}
+	if err := c.WaitForNodes(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ns := namespace(t)
+	_, key := newFleet(t, builder.MakeAgentFleet(name, ns).Replicas(4).Mutate(func(f *v1alpha1.AgentFleet) {
+		f.Spec.Worker.NodeSelector = pool
+	}))
+	waitCondition(t, key, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, 60*time.Second)
+	return ns, key
 }
 
 func restartsTotal(r v1alpha1.RestartCounts) int32 {
