@@ -139,7 +139,8 @@ func parent(pid int) int {
 // operatorMetrics is one scrape of a controller-runtime operator's metrics endpoint (ours or
 // KubeRay's: both serve controller-runtime's registry).
 type operatorMetrics struct {
-	// Requests is rest_client_requests_total by method, and "read" (GET) and "write" (the rest).
+	// Requests is rest_client_requests_total by method, and "read" (GET) and "write" (the rest), and
+	// the writes by method and response code ("PATCH 409").
 	Requests map[string]float64
 	// Reconciles is controller_runtime_reconcile_total by controller, every result.
 	Reconciles map[string]float64
@@ -182,6 +183,8 @@ func scrapeOperator(ctx context.Context, url string) (operatorMetrics, error) {
 			m.Requests["read"] += v
 		} else {
 			m.Requests["write"] += v
+			// And by response code: a write that conflicted (409) is one to do again.
+			m.Requests[method+" "+benchmetrics.Label(s.GetLabel(), "code")] += v
 		}
 	}
 	for _, s := range families["controller_runtime_reconcile_total"].GetMetric() {
