@@ -278,9 +278,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	if err := r.Status().Patch(ctx, s.fleet, patch); err != nil {
 		return fmt.Errorf("writing the status of %s: %w", klog.KObj(s.fleet), err)
 	}
+	r.statusWritten(s, key)
+	return nil
+}
+
+// statusWritten records a status write of this process (writeStatus', the restart ledger's): the
+// next pass waits for the cache to show it (expectations.go), and the pacing counts from it.
+func (r *Reconciler) statusWritten(s *scope, key client.ObjectKey) {
 	r.expectations.expect(key, s.fleet.ResourceVersion, r.Clock.Now())
 	r.statusWrites.wrote(key, s.now)
-	return nil
 }
 
 // eventAfterStatus sends an Event once the reconcile's status is written (scope.afterStatus).

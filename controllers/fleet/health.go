@@ -221,11 +221,7 @@ func (r *Reconciler) recordRestarts(ctx context.Context, s *scope, reps []superv
 		return fmt.Errorf("recording the replacement of %d workers in the status of %s: %w", len(reps), klog.KObj(s.fleet), err)
 	}
 	s.fleet = updated
-	// A status write like writeStatus': the next pass waits for the cache to show it, and the
-	// pacing counts it (a progress-only remainder of this pass may then wait).
-	key := client.ObjectKeyFromObject(updated)
-	r.expectations.expect(key, updated.ResourceVersion, r.Clock.Now())
-	r.statusWrites.wrote(key, s.now)
+	r.statusWritten(s, client.ObjectKeyFromObject(updated))
 	return nil
 }
 

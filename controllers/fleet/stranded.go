@@ -54,14 +54,14 @@ func (r *Reconciler) releaseStranded(ctx context.Context, s *scope) error {
 	}
 	// The cache screened; the API server confirms the nodes before anything irreversible: a watch
 	// behind can still show a node that just came back as silent.
+	byName := make(map[string]*corev1.Pod, len(s.pods))
+	for i := range s.pods {
+		byName[s.pods[i].Name] = &s.pods[i]
+	}
 	confirmed := map[string]*corev1.Node{}
 	candidates := make([]corev1.Pod, 0, len(stranded))
 	for _, st := range stranded {
-		for i := range s.pods {
-			if s.pods[i].Name == st.Worker {
-				candidates = append(candidates, s.pods[i])
-			}
-		}
+		candidates = append(candidates, *byName[st.Worker])
 		if _, seen := confirmed[st.Node]; seen {
 			continue
 		}
@@ -77,12 +77,7 @@ func (r *Reconciler) releaseStranded(ctx context.Context, s *scope) error {
 	stranded, _ = supervisor.FindStranded(s.now, candidates, confirmed)
 	var errs []error
 	for _, st := range stranded {
-		var pod *corev1.Pod
-		for i := range candidates {
-			if candidates[i].Name == st.Worker {
-				pod = &candidates[i]
-			}
-		}
+		pod := byName[st.Worker]
 		err := r.Delete(ctx, pod, client.GracePeriodSeconds(0), client.Preconditions{UID: ptr.To(pod.UID)})
 		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 			continue // gone already, or another pod of the name

@@ -136,12 +136,14 @@ func (n Node) Object() *corev1.Node {
 
 // AddNode creates a fake node; kwok turns it Ready. WaitForNodes waits for that.
 func (c *Cluster) AddNode(ctx context.Context, n Node) error {
-	c.mu.Lock()
-	started := c.partIndex(NodeKwok(n.Name)) >= 0
-	c.mu.Unlock()
-	if n.OwnKwok && !started {
-		if err := c.startKwokFor(ctx, NodeKwok(n.Name), n.kwokValue()); err != nil {
-			return err
+	if n.OwnKwok {
+		c.mu.Lock()
+		started := c.partIndex(NodeKwok(n.Name)) >= 0
+		c.mu.Unlock()
+		if !started {
+			if err := c.startKwokFor(ctx, NodeKwok(n.Name), n.kwokValue()); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.Client.Create(ctx, n.Object()); err != nil {
