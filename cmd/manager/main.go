@@ -60,12 +60,13 @@ func main() {
 	flag.BoolVar(&forceDeleteStranded, "force-delete-stranded-workers", true,
 		"force-delete agent workers that Kubernetes is deleting on a node that is silent (Ready=Unknown for 30 s) or out of service, 30 s past their grace period, so that KubeRay replaces them (it counts terminating pods as workers); false leaves them Terminating until the node returns or is deleted")
 	flag.DurationVar(&statusWriteInterval, "status-write-interval", fleet.DefaultStatusWriteInterval,
-		"how long after a fleet's status write a change of its progress alone (worker counts, messages, reasons while not Degraded) waits to be written with the next; conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
+		"how long after a fleet's status write a change of its progress alone (worker counts, messages, what the workers are seen to run, reasons while not Degraded) waits to be written with the next; conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
 	flag.StringVar(&gpuFaultConditions, "gpu-fault-conditions", gpunode.DefaultFaultConditions,
 		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
 		"label GPU nodes without the GPU health agent "+gpu.HealthLabel+"="+gpu.HealthUnhealthy+" while they have a GPU fault condition, so that new agent workers avoid them")
-	var prometheusURL string
+	var prometheusURL, pprofAddr string
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "address Go's pprof endpoints (/debug/pprof/) bind to, for profiling the operator; 0 disables them (they are off by default: a profile shows what the operator holds)")
 	flag.StringVar(&prometheusURL, "prometheus-url", "", "the Prometheus that canaries' checks (spec.rollout.canary.analysis.checks) query; empty: a canary with checks waits for them until its maxDurationSeconds")
 	opts := zap.Options{}
 	flag.StringVar(&gpuPrices, "gpu-prices", "",
@@ -101,6 +102,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "agentfleet-operator.agentfleet.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,

@@ -30,7 +30,7 @@ import (
 func (r *Reconciler) reconcileBlueGreen(ctx context.Context, s *scope) error {
 	f := s.fleet
 	var list rayv1.RayClusterList
-	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingFields{fleetIndex: f.Name}); err != nil {
 		return fmt.Errorf("listing RayClusters: %w", err)
 	}
 	var active, preview *rayv1.RayCluster

@@ -286,7 +286,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 // next pass waits for the cache to show it (expectations.go), and the pacing counts from it.
 func (r *Reconciler) statusWritten(s *scope, key client.ObjectKey) {
 	r.expectations.expect(key, s.fleet.ResourceVersion, r.Clock.Now())
-	r.statusWrites.wrote(key, s.now)
+	r.statusWrites.wrote(key, s.now, s.fleet.ResourceVersion)
 }
 
 // eventAfterStatus sends an Event once the reconcile's status is written (scope.afterStatus).

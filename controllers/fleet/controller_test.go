@@ -486,7 +486,7 @@ func TestConcurrentReconcilesMakeOneRayCluster(t *testing.T) {
 	e.apply(e.fleet("agents").Replicas(2).Obj())
 	errs := make(chan error, 8)
 	for range 8 {
-		r := fleet.NewReconciler(k8s, k8s)
+		r := fleet.NewDirectReconciler(k8s, k8s)
 		r.Clock = e.clock
 		go func() {
 			_, err := r.Reconcile(e.ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: e.ns, Name: "agents"}})

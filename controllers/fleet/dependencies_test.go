@@ -41,7 +41,7 @@ func (e *env) limitedOperator(rules ...rbacv1.PolicyRule) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	r := fleet.NewReconciler(c, c)
+	r := fleet.NewDirectReconciler(c, c)
 	r.Clock, r.Recorder = e.clock, e.events
 	e.r = r
 }

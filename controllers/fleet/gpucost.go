@@ -330,7 +330,7 @@ func (r *Reconciler) meterGPUs(ctx context.Context, s *scope) map[string]int32 {
 		// And a blue-green preview's workers hold theirs beside the active RayCluster's.
 		var list corev1.PodList
 		if err := r.List(ctx, &list, client.InNamespace(s.fleet.Namespace),
-			client.MatchingLabels{v1alpha1.LabelFleet: s.fleet.Name, v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {
+			client.MatchingFields{fleetIndex: s.fleet.Name}, client.MatchingLabels{v1alpha1.LabelRole: v1alpha1.RoleAgent}); err != nil {
 			log.Error(err, "Listing the agent workers for the GPU meter; the last allocation stands")
 			return nil
 		}

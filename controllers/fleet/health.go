@@ -141,7 +141,7 @@ func (r *Reconciler) heartbeatLeases(ctx context.Context, s *scope) (map[string]
 		return s.leases, nil
 	}
 	var list coordinationv1.LeaseList
-	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingFields{fleetIndex: f.Name}); err != nil {
 		return nil, fmt.Errorf("listing heartbeat Leases: %w", err)
 	}
 	s.leases = make(map[string]*coordinationv1.Lease, len(list.Items))

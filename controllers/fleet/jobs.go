@@ -30,7 +30,7 @@ const maxJobMessage = 1024
 func (r *Reconciler) reconcileJobs(ctx context.Context, s *scope) error {
 	f := s.fleet
 	var list rayv1.RayJobList
-	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingLabels{v1alpha1.LabelFleet: f.Name}); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(f.Namespace), client.MatchingFields{fleetIndex: f.Name}); err != nil {
 		return fmt.Errorf("listing RayJobs: %w", err)
 	}
 	runs := map[string][]*rayv1.RayJob{}

@@ -101,7 +101,7 @@ func (e *env) crash(names ...string) {
 // reconcileWith runs one reconcile with a reconciler of its own on c: a new operator process, with
 // no memory of the previous ones.
 func (e *env) reconcileWith(c client.Client, events *record.FakeRecorder, name string) (ctrl.Result, error) {
-	r := fleet.NewReconciler(c, c)
+	r := fleet.NewDirectReconciler(c, c)
 	r.Clock, r.Recorder = e.clock, events
 	return r.Reconcile(e.ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: e.ns, Name: name}})
 }

@@ -50,12 +50,8 @@ var agentGroups = func() labels.Requirement {
 // name.
 func (r *Reconciler) workerPods(ctx context.Context, rc *rayv1.RayCluster) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	cluster, err := labels.NewRequirement(rayutils.RayClusterLabelKey, selection.Equals, []string{rc.Name})
-	if err != nil {
-		return nil, fmt.Errorf("selecting the workers of RayCluster %s: %w", klog.KObj(rc), err)
-	}
-	if err := r.List(ctx, &pods, client.InNamespace(rc.Namespace),
-		client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*cluster, agentGroups)}); err != nil {
+	if err := r.List(ctx, &pods, client.InNamespace(rc.Namespace), client.MatchingFields{podClusterIndex: rc.Name},
+		client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(agentGroups)}); err != nil {
 		return nil, fmt.Errorf("listing the workers of RayCluster %s: %w", klog.KObj(rc), err)
 	}
 	items := pods.Items

@@ -6,7 +6,11 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 )
@@ -17,27 +21,40 @@ import (
 // makes a burst of them one or two, and leaves the API server to the work that makes them Ready.
 const DefaultStatusWriteInterval = 2 * time.Second
 
-// statusWrites are when this process last wrote each fleet's status (statusWriteDelay's input).
-// A restarted operator knows none, so its first write of each fleet is at once.
+// statusWrites are when this process last wrote each fleet's status (statusWriteDelay's input), and
+// the resourceVersion that write made (ownStatusWriteOnly's). A restarted operator knows none, so
+// its first write of each fleet is at once.
 type statusWrites struct {
 	mu sync.Mutex
-	m  map[types.NamespacedName]time.Time
+	m  map[types.NamespacedName]statusWrite
 }
 
-func (w *statusWrites) wrote(key types.NamespacedName, now time.Time) {
+type statusWrite struct {
+	at              time.Time
+	resourceVersion string
+}
+
+func (w *statusWrites) wrote(key types.NamespacedName, now time.Time, resourceVersion string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil {
-		w.m = map[types.NamespacedName]time.Time{}
+		w.m = map[types.NamespacedName]statusWrite{}
 	}
-	w.m[key] = now
+	w.m[key] = statusWrite{at: now, resourceVersion: resourceVersion}
 }
 
 // last is when the fleet's status was last written by this process; zero if never.
 func (w *statusWrites) last(key types.NamespacedName) time.Time {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.m[key]
+	return w.m[key].at
+}
+
+// lastVersion is the resourceVersion of this process's last status write of the fleet; "" if none.
+func (w *statusWrites) lastVersion(key types.NamespacedName) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.m[key].resourceVersion
 }
 
 func (w *statusWrites) forget(key types.NamespacedName) {
@@ -59,15 +76,18 @@ func statusWriteDelay(written, computed *v1alpha1.AgentFleetStatus, lastWrite, n
 }
 
 // progressOnly says whether two statuses differ in the progress of the workers at most: their
-// counts, the GPUs they hold, the conditions' messages (which count them) and, while the fleet is
-// not Degraded, the reasons of conditions whose status stays (a fleet coming up goes through
-// Creating, HeadNotReady and Scaling within a second or two, Progressing all along). A condition's
-// status, and any reason while Degraded, is never progress.
+// counts, the GPUs they hold, the conditions' messages (which count them), what they are seen to run
+// (revision, model version, prompt hash, the dashboard's URL: read by people and `agentfleet
+// status`, by no decision; a rollout's end, when they change, turns Progressing False and is written
+// at once) and, while the fleet is not Degraded, the reasons of conditions whose status stays (a
+// fleet coming up goes through Creating, HeadNotReady and Scaling within a second or two,
+// Progressing all along). A condition's status, and any reason while Degraded, is never progress.
 func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
 	degraded := meta.IsStatusConditionTrue(a.Conditions, v1alpha1.ConditionDegraded) || meta.IsStatusConditionTrue(b.Conditions, v1alpha1.ConditionDegraded)
 	strip := func(s *v1alpha1.AgentFleetStatus) *v1alpha1.AgentFleetStatus {
 		s = s.DeepCopy()
 		s.Replicas, s.ReadyReplicas, s.UpdatedReplicas, s.Workers, s.GPUs.Allocated = 0, 0, 0, "", 0
+		s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "", "", "", ""
 		for i := range s.Conditions {
 			s.Conditions[i].Message = ""
 			if !degraded {
@@ -77,4 +97,57 @@ func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
 		return s
 	}
 	return equality.Semantic.DeepEqual(strip(a), strip(b))
+}
+
+// ownStatusWriteOnly says whether an update of a fleet is only this process's own status write
+// coming back through the cache, with nothing in it that a pass reads: then it needs no pass. A
+// pass reads the status it wrote only as memory (the RayCluster's name, observedGeneration, the
+// rollout, restarts, usage, jobs, GPU faults, whether a budget is exceeded) and as the base of the
+// next status, which it computes again to the same result (a fixpoint: nothing is written at
+// rest). So a write that changed only what is written for people and tools (conditions, phase,
+// counts, what the workers are seen to run, the GPUs held) leaves the next pass nothing to decide
+// that the writing pass did not; what it waits for, it has asked a timer for. While a fleet comes
+// up, these are its progress writes and its turning Ready: each woke a pass that found nothing to
+// do.
+//
+// The update must carry the resourceVersion this process's write made (written): the write was
+// made with an optimistic lock on the version the pass read, so the object is exactly that
+// version with the status written. Its metadata and spec must be unchanged. An event that comes
+// before the write is recorded, or any doubt, wakes a pass as before.
+func ownStatusWriteOnly(old, updated *v1alpha1.AgentFleet, written string) bool {
+	if written == "" || updated.ResourceVersion != written || old.Generation != updated.Generation ||
+		!equality.Semantic.DeepEqual(old.Labels, updated.Labels) || !equality.Semantic.DeepEqual(old.Annotations, updated.Annotations) ||
+		!equality.Semantic.DeepEqual(old.Finalizers, updated.Finalizers) || !equality.Semantic.DeepEqual(old.OwnerReferences, updated.OwnerReferences) ||
+		!old.DeletionTimestamp.Equal(updated.DeletionTimestamp) {
+		return false
+	}
+	return equality.Semantic.DeepEqual(statusMemory(&old.Status), statusMemory(&updated.Status))
+}
+
+// statusMemory is the status without what no pass reads back: whatever is not stripped here counts
+// as memory, so that a field added later is memory until someone shows it is not.
+func statusMemory(s *v1alpha1.AgentFleetStatus) *v1alpha1.AgentFleetStatus {
+	budgetExceeded := meta.IsStatusConditionTrue(s.Conditions, v1alpha1.ConditionBudgetExceeded)
+	s = s.DeepCopy()
+	s.Conditions, s.Phase = nil, ""
+	if budgetExceeded {
+		// Read by the budget phase (to send an Event on the change) and the usage ledger.
+		s.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionBudgetExceeded, Status: metav1.ConditionTrue}}
+	}
+	s.Replicas, s.ReadyReplicas, s.UpdatedReplicas, s.Workers, s.GPUs = 0, 0, 0, "", v1alpha1.GPUStatus{}
+	s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "", "", "", ""
+	return s
+}
+
+// ownStatusWritesIgnored filters out of the fleet's own events those that are only this process's
+// status writes coming back (ownStatusWriteOnly).
+func (r *Reconciler) ownStatusWritesIgnored() predicate.TypedFuncs[client.Object] {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok1 := e.ObjectOld.(*v1alpha1.AgentFleet)
+		updated, ok2 := e.ObjectNew.(*v1alpha1.AgentFleet)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return !ownStatusWriteOnly(old, updated, r.statusWrites.lastVersion(client.ObjectKeyFromObject(updated)))
+	}}
 }

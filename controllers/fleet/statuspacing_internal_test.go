@@ -42,6 +42,11 @@ func TestStatusWriteDelay(t *testing.T) {
 		{name: "a condition's message and the GPUs held are progress", written: progressing(1),
 			computed:  with(progressing(1), func(s *v1alpha1.AgentFleetStatus) { s.Conditions[0].Message = "3 of 4"; s.GPUs.Allocated = 3 }),
 			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+		{name: "what the workers are seen to run, as they come up, is progress", written: progressing(1),
+			computed: with(progressing(2), func(s *v1alpha1.AgentFleetStatus) {
+				s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "7ef298d683104263", "2025-09-29", "ab12", "http://agents-head-svc.team.svc:8265"
+			}),
+			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
 		{name: "a condition's status is written at once", written: progressing(3),
 			computed: with(progressing(4), func(s *v1alpha1.AgentFleetStatus) {
 				s.Conditions[0].Status, s.Conditions[0].Reason = metav1.ConditionTrue, v1alpha1.ReasonReady
@@ -91,6 +96,74 @@ func TestStatusWriteDelay(t *testing.T) {
 			}
 			if diff := cmp.Diff(written, tc.written); diff != "" {
 				t.Errorf("the written status was changed (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOwnStatusWriteOnly(t *testing.T) {
+	t0 := metav1.NewTime(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
+	read := func() *v1alpha1.AgentFleet {
+		return &v1alpha1.AgentFleet{
+			ObjectMeta: metav1.ObjectMeta{Name: "agents", Namespace: "team", Generation: 1, ResourceVersion: "10", Labels: map[string]string{"team": "a"}},
+			Status: v1alpha1.AgentFleetStatus{
+				ObservedGeneration: 1, RayClusterName: "agents", Replicas: 4, ReadyReplicas: 1, Workers: "1/4", Phase: v1alpha1.PhaseProgressing,
+				Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonScaling, LastTransitionTime: t0}},
+			},
+		}
+	}
+	// written is what this process's write made of the fleet it read: the status changed by f.
+	written := func(f func(*v1alpha1.AgentFleet)) *v1alpha1.AgentFleet {
+		w := read()
+		w.ResourceVersion = "11"
+		f(w)
+		return w
+	}
+	turnsReady := func(w *v1alpha1.AgentFleet) {
+		w.Status.ReadyReplicas, w.Status.UpdatedReplicas, w.Status.Workers, w.Status.Phase = 4, 4, "4/4", v1alpha1.PhaseRunning
+		w.Status.Revision, w.Status.ModelVersion, w.Status.PromptHash, w.Status.DashboardURL = "7ef2", "2025-09-29", "ab12", "http://agents-head-svc.team.svc:8265"
+		w.Status.GPUs.Allocated = 4
+		w.Status.Conditions[0].Status, w.Status.Conditions[0].Reason = metav1.ConditionTrue, v1alpha1.ReasonReady
+	}
+	for _, tc := range []struct {
+		name    string
+		updated *v1alpha1.AgentFleet
+		written string // the resourceVersion of this process's last write
+		want    bool
+	}{
+		{name: "own write of progress and turning Ready: no pass", updated: written(turnsReady), written: "11", want: true},
+		{name: "own write turning Degraded: no pass (nothing reads it back)", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Status.Conditions = append(w.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRestartBudgetExhausted})
+		}), written: "11", want: true},
+		{name: "another version than this process wrote (another writer, or a later change)", updated: written(turnsReady), written: "12"},
+		{name: "no write recorded (the event came first, or a restarted operator)", updated: written(turnsReady)},
+		{name: "the spec changed", updated: written(func(w *v1alpha1.AgentFleet) { turnsReady(w); w.Generation = 2 }), written: "11"},
+		{name: "an annotation changed (agentfleet promote)", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Annotations = map[string]string{v1alpha1.AnnotationPromote: "7ef2"}
+		}), written: "11"},
+		{name: "a label changed", updated: written(func(w *v1alpha1.AgentFleet) { w.Labels["team"] = "b" }), written: "11"},
+		{name: "being deleted", updated: written(func(w *v1alpha1.AgentFleet) { w.DeletionTimestamp = &t0 }), written: "11"},
+		{name: "a finalizer changed", updated: written(func(w *v1alpha1.AgentFleet) { w.Finalizers = []string{"example.com/x"} }), written: "11"},
+		{name: "memory: the RayCluster's name (the first write)", updated: written(func(w *v1alpha1.AgentFleet) { w.Status.RayClusterName = "agents-preview" }), written: "11"},
+		{name: "memory: observedGeneration", updated: written(func(w *v1alpha1.AgentFleet) { w.Status.ObservedGeneration = 2 }), written: "11"},
+		{name: "memory: the rollout", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Status.Rollout = &v1alpha1.RolloutStatus{Phase: v1alpha1.RolloutPhaseAborted}
+		}), written: "11"},
+		{name: "memory: a restart recorded", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Status.Restarts.Crashed = 1
+			w.Status.RecentRestarts = []v1alpha1.RestartRecord{{Worker: "agents-w-1", Reason: "Crashed"}}
+		}), written: "11"},
+		{name: "memory: usage", updated: written(func(w *v1alpha1.AgentFleet) { w.Status.Usage = &v1alpha1.UsageStatus{} }), written: "11"},
+		{name: "memory: a budget exceeded", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Status.Conditions = append(w.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionBudgetExceeded, Status: metav1.ConditionTrue, Reason: "TokensPerHour"})
+		}), written: "11"},
+		{name: "memory: a job's state", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.Status.Jobs = []v1alpha1.JobStatus{{Name: "nightly"}}
+		}), written: "11"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ownStatusWriteOnly(read(), tc.updated, tc.written); got != tc.want {
+				t.Errorf("ownStatusWriteOnly = %v, want %v", got, tc.want)
 			}
 		})
 	}

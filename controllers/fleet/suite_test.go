@@ -65,7 +65,7 @@ func newEnv(t *testing.T) *env {
 	if err := k8s.Create(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	r := fleet.NewReconciler(k8s, k8s)
+	r := fleet.NewDirectReconciler(k8s, k8s)
 	// The fake clock starts at the namespace's creation stamp: the API server stamps objects from its
 	// real clock, and the operator's clock agrees with it in production. A test whose outcome depends
 	// on the time sets the clock from the stamp of the object it is about (clockFrom), never from the

@@ -95,6 +95,7 @@ func main() {
 	flag.BoolVar(&s.SkipAfterFloorFails, "stop-when-floor-fails", true, "measure no larger size once the floor did not converge")
 	phases := flag.String("phases", "floor,agentfleet", "phases run at each size: floor, agentfleet or both")
 	results := flag.String("results", "", "where the results go as JSON (default: bench/results/converge.json at the repository root)")
+	flag.StringVar(&s.ProfileDir, "cpu-profile", "", "a folder: CPU profiles of our operator and of kube-apiserver during each phase go there, in 10 s pieces named <process>-<phase>-<N>[-<run>]-<k>.pprof (read a process's together: go tool pprof -top <files>); each phase then ends with its last piece, up to 10 s after it converged; empty: none taken")
 	keepLogs := flag.Bool("keep-logs", false, "keep the cluster's logs (they are kept anyway when the bench fails)")
 	timeout := flag.Duration("timeout", 4*time.Hour, "the whole run's deadline: every wait ends by then at the latest")
 	flag.Parse()
@@ -169,6 +170,8 @@ type settings struct {
 	SteadyFor              time.Duration `json:"-"`
 	SteadyForSeconds       float64       `json:"steadyForSeconds"`
 	SkipAfterFloorFails    bool          `json:"stopWhenFloorFails"`
+	// ProfileDir, when set, holds CPU profiles of our operator and kube-apiserver during the phases.
+	ProfileDir string `json:"cpuProfileDir,omitempty"`
 }
 
 func (s *settings) describe() []string {
@@ -190,6 +193,7 @@ type bench struct {
 	s     settings
 	pids  map[string]int
 	urls  map[string]string
+	prof  *profiler // nil: no profiles
 }
 
 func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (err error) {
@@ -232,14 +236,26 @@ func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (er
 	if err != nil {
 		return err
 	}
-	if err := c.StartOperator(ctx, ourOperator, manager, fmt.Sprintf("--max-concurrent-reconciles=%d", s.OurConcurrency),
-		fmt.Sprintf("--status-write-interval=%s", s.OurStatusWriteInterval)); err != nil {
+	args := []string{fmt.Sprintf("--max-concurrent-reconciles=%d", s.OurConcurrency), fmt.Sprintf("--status-write-interval=%s", s.OurStatusWriteInterval)}
+	var prof *profiler
+	if s.ProfileDir != "" {
+		addr, err := freeLocalAddr()
+		if err != nil {
+			return fmt.Errorf("a port for our operator's pprof: %w", err)
+		}
+		if prof, err = newProfiler(s.ProfileDir, addr, c.Config); err != nil {
+			return err
+		}
+		args = append(args, "--pprof-bind-address="+addr)
+	}
+	if err := c.StartOperator(ctx, ourOperator, manager, args...); err != nil {
 		return err
 	}
 	b, err := newBench(ctx, c, s)
 	if err != nil {
 		return err
 	}
+	b.prof = prof
 	fmt.Println("Settings:")
 	for _, l := range b.s.describe() {
 		fmt.Println("  " + l)
@@ -387,13 +403,17 @@ type phaseResult struct {
 	HalfReadySeconds float64 `json:"halfReadySeconds"`
 	// RayClustersReadySeconds is when every RayCluster of the phase was Ready (KubeRay's part); 0 if
 	// KubeRay's status did not say so before the phase ended.
-	RayClustersReadySeconds float64                 `json:"rayClustersReadySeconds"`
-	CreateSeconds           float64                 `json:"createSeconds"`
-	CleanupSeconds          float64                 `json:"cleanupSeconds"`
-	Curve                   []curvePoint            `json:"curve"`
-	Processes               map[string]processCost  `json:"processes"`
-	Operators               map[string]operatorCost `json:"operators"`
-	Steady                  *steadyResult           `json:"steadyState,omitempty"`
+	RayClustersReadySeconds float64 `json:"rayClustersReadySeconds"`
+	CreateSeconds           float64 `json:"createSeconds"`
+	// RayClustersCreatedSeconds is when every RayCluster of the phase existed: the bench's creates
+	// in the floor, our operator's in the fleet phase (how long our first passes take to reach
+	// every fleet).
+	RayClustersCreatedSeconds float64                 `json:"rayClustersCreatedSeconds"`
+	CleanupSeconds            float64                 `json:"cleanupSeconds"`
+	Curve                     []curvePoint            `json:"curve"`
+	Processes                 map[string]processCost  `json:"processes"`
+	Operators                 map[string]operatorCost `json:"operators"`
+	Steady                    *steadyResult           `json:"steadyState,omitempty"`
 }
 
 type curvePoint struct {
@@ -474,8 +494,13 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 		return nil, err
 	}
 	res := &phaseResult{N: n}
+	stopProfile := func() ([]string, error) { return nil, nil }
+	if b.prof != nil {
+		stopProfile = b.prof.during(ctx, ns)
+	}
 	start := time.Now()
 	if err := b.create(ctx, objs); err != nil {
+		_, _ = stopProfile()
 		return nil, err
 	}
 	res.CreateSeconds = time.Since(start).Seconds()
@@ -490,13 +515,14 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 		}
 		// In the fleet phase, KubeRay's view too: the gap between the RayClusters all Ready and
 		// the fleets all Ready is ours.
-		rcReady := ready
-		if phase == phaseFleet {
-			if rcReady, err = b.countReady(ctx, phaseFloor, ns); err != nil {
-				return nil, err
-			}
+		rcReady, rcs, err := b.count2(ctx, phaseFloor, ns)
+		if err != nil {
+			return nil, err
 		}
 		now := time.Now()
+		if res.RayClustersCreatedSeconds == 0 && rcs == n {
+			res.RayClustersCreatedSeconds = now.Sub(start).Seconds()
+		}
 		if res.RayClustersReadySeconds == 0 && rcReady == n {
 			res.RayClustersReadySeconds = now.Sub(start).Seconds()
 		}
@@ -539,6 +565,13 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 			return nil, err
 		}
 	}
+	profiles, err := stopProfile()
+	if err != nil {
+		return nil, err
+	}
+	if len(profiles) > 0 {
+		fmt.Printf("  CPU profiles of the phase: %s\n", strings.Join(profiles, " "))
+	}
 	after, err := b.snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -550,7 +583,7 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 			// The fleets are Ready from their pods; KubeRay's status of the RayClusters may lag.
 			clusters = "KubeRay's status of the RayClusters not all Ready yet"
 		}
-		fmt.Printf("  all %d Ready in %.1f s (half in %.1f s; %s; creating took %.1f s)\n", n, res.Seconds, res.HalfReadySeconds, clusters, res.CreateSeconds)
+		fmt.Printf("  all %d Ready in %.1f s (half in %.1f s; %s; creating took %.1f s, the RayClusters all existed at %.1f s)\n", n, res.Seconds, res.HalfReadySeconds, clusters, res.CreateSeconds, res.RayClustersCreatedSeconds)
 	} else {
 		fmt.Printf("  did not converge: %d/%d Ready after %.0f s (KubeRay's log: %s)\n", res.Ready, n, res.Seconds, b.c.LogPath(kuberayOperator))
 	}
@@ -678,29 +711,35 @@ func (b *bench) create(ctx context.Context, objs []client.Object) error {
 // countReady counts the phase's objects that are ready: a RayCluster with its head pod Ready and
 // every worker ready, a fleet with condition Ready=True.
 func (b *bench) countReady(ctx context.Context, phase, ns string) (int, error) {
-	ready := 0
+	ready, _, err := b.count2(ctx, phase, ns)
+	return ready, err
+}
+
+// count2 counts the phase's objects that are ready (countReady) and, of RayClusters, how many exist.
+func (b *bench) count2(ctx context.Context, phase, ns string) (ready, rayClusters int, err error) {
 	if phase == phaseFloor {
 		var rcs rayv1.RayClusterList
 		if err := b.cache.List(ctx, &rcs, client.InNamespace(ns)); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
+		rayClusters = len(rcs.Items)
 		for _, rc := range rcs.Items {
 			if meta.IsStatusConditionTrue(rc.Status.Conditions, string(rayv1.HeadPodReady)) && rc.Status.ReadyWorkerReplicas == int32(b.s.Workers) {
 				ready++
 			}
 		}
-		return ready, nil
+		return ready, rayClusters, nil
 	}
 	var fleets v1alpha1.AgentFleetList
 	if err := b.cache.List(ctx, &fleets, client.InNamespace(ns)); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for _, f := range fleets.Items {
 		if meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionReady) {
 			ready++
 		}
 	}
-	return ready, nil
+	return ready, 0, nil
 }
 
 // steadyResult is both operators at rest with n fleets Ready.
