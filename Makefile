@@ -311,6 +311,7 @@ helm: manifests ## Copy the CRD, RBAC rules, policies and ArgoCD health checks f
 	cp config/policy/gpu-policy.yaml charts/agentfleet/files/gpu-policy.yaml
 	cp config/policy/podtemplate-policy.yaml charts/agentfleet/files/podtemplate-policy.yaml
 	cp config/policy/lease-policy.yaml charts/agentfleet/files/lease-policy.yaml
+	cp config/policy/operator-pod-delete-policy.yaml charts/agentfleet/files/operator-pod-delete-policy.yaml
 	cp config/argocd/argocd-cm.yaml charts/agentfleet/files/argocd-cm.yaml
 	cp config/manager/gpu-prices.yaml charts/agentfleet/files/gpu-prices.yaml
 	cp config/prometheus/agentfleet-rules.yaml charts/agentfleet/files/agentfleet-rules.yaml
