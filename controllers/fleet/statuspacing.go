@@ -78,8 +78,10 @@ func statusWriteDelay(written, computed *v1alpha1.AgentFleetStatus, lastWrite, n
 // progressOnly says whether two statuses differ in the progress of the workers at most: their
 // counts, the GPUs they hold, the conditions' messages (which count them), what they are seen to run
 // (revision, model version, prompt hash, the dashboard's URL: read by people and `agentfleet
-// status`, by no decision; a rollout's end, when they change, turns Progressing False and is written
-// at once) and, while the fleet is not Degraded, the reasons of conditions whose status stays (a
+// status`, by no decision or health check; a rollout whose workers are all Ready turns Progressing
+// False and is written at once, one whose last workers are not yet Ready, or a Degraded fleet's,
+// waits at most the interval, as any progress) and, while the fleet is not Degraded, the reasons of
+// conditions whose status stays (a
 // fleet coming up goes through Creating, HeadNotReady and Scaling within a second or two,
 // Progressing all along). A condition's status, and any reason while Degraded, is never progress.
 func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
@@ -113,9 +115,10 @@ func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
 // The update must carry the resourceVersion this process's write made (written): the write was
 // made with an optimistic lock on the version the pass read, so the object is exactly that
 // version with the status written. Its metadata and spec must be unchanged. An event that comes
-// before the write is recorded, or any doubt, wakes a pass as before.
+// before the write is recorded, or any doubt, wakes a pass as before; so does the cache's periodic
+// resync (the same version delivered again), which is a safety net and not a write coming back.
 func ownStatusWriteOnly(old, updated *v1alpha1.AgentFleet, written string) bool {
-	if written == "" || updated.ResourceVersion != written || old.Generation != updated.Generation ||
+	if written == "" || updated.ResourceVersion != written || old.ResourceVersion == updated.ResourceVersion || old.Generation != updated.Generation ||
 		!equality.Semantic.DeepEqual(old.Labels, updated.Labels) || !equality.Semantic.DeepEqual(old.Annotations, updated.Annotations) ||
 		!equality.Semantic.DeepEqual(old.Finalizers, updated.Finalizers) || !equality.Semantic.DeepEqual(old.OwnerReferences, updated.OwnerReferences) ||
 		!old.DeletionTimestamp.Equal(updated.DeletionTimestamp) {

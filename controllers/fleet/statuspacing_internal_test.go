@@ -136,6 +136,9 @@ func TestOwnStatusWriteOnly(t *testing.T) {
 			w.Status.Conditions = append(w.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonRestartBudgetExhausted})
 		}), written: "11", want: true},
 		{name: "another version than this process wrote (another writer, or a later change)", updated: written(turnsReady), written: "12"},
+		{name: "the cache's resync of the version this process wrote: a pass, the safety net", updated: written(func(w *v1alpha1.AgentFleet) {
+			w.ResourceVersion = "10"
+		}), written: "10"},
 		{name: "no write recorded (the event came first, or a restarted operator)", updated: written(turnsReady)},
 		{name: "the spec changed", updated: written(func(w *v1alpha1.AgentFleet) { turnsReady(w); w.Generation = 2 }), written: "11"},
 		{name: "an annotation changed (agentfleet promote)", updated: written(func(w *v1alpha1.AgentFleet) {

@@ -125,12 +125,7 @@ func TestGPUAgentIsConfinedToItsNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agentCfg := rest.AnonymousClientConfig(k8sConfig(t))
-	agentCfg.BearerToken = tr.Status.Token
-	as, err := kubernetes.NewForConfig(agentCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := clientWithToken(t, tr.Status.Token)
 
 	label := func(node, key, value string) func(context.Context) error {
 		return func(ctx context.Context) error {
@@ -179,17 +174,7 @@ func TestGPUAgentIsConfinedToItsNode(t *testing.T) {
 			want: "may change only the condition agentfleet.dev/GPUHealthy of a pods status"},
 		"a pod on another node": {write: podCondition("worker-b", "agentfleet.dev/GPUHealthy"), want: "may not change pods/status of node gpu-b"},
 	} {
-		t.Run(name, func(t *testing.T) {
-			err := tc.write(ctx)
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("refused: %v", err)
-			case tc.want != "" && err == nil:
-				t.Errorf("allowed; want refused with %q", tc.want)
-			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-				t.Errorf("refused with\n  %v\nwant a message containing\n  %s", err, tc.want)
-			}
-		})
+		t.Run(name, func(t *testing.T) { expectRefusal(t, tc.write(ctx), tc.want) })
 	}
 
 	// A token of the agent's ServiceAccount not bound to a pod names no node: it may change nothing.
@@ -197,12 +182,7 @@ func TestGPUAgentIsConfinedToItsNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unboundCfg := rest.AnonymousClientConfig(k8sConfig(t))
-	unboundCfg.BearerToken = unbound.Status.Token
-	us, err := kubernetes.NewForConfig(unboundCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	us := clientWithToken(t, unbound.Status.Token)
 	_, err = us.CoreV1().Nodes().Patch(ctx, "gpu-a", types.MergePatchType, []byte(`{"metadata":{"labels":{"agentfleet.dev/gpu-health":"healthy"}}}`), metav1.PatchOptions{})
 	if err == nil || !strings.Contains(err.Error(), "the GPU agent's token names no node") {
 		t.Errorf("a token bound to no pod: err = %v, want the policy's refusal", err)
@@ -211,6 +191,32 @@ func TestGPUAgentIsConfinedToItsNode(t *testing.T) {
 	// Others are not the policy's business: an administrator labels any node.
 	if err := k8s.Patch(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "gpu-b"}}, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"ml"}}}`))); err != nil {
 		t.Errorf("an administrator's label refused: %v", err)
+	}
+}
+
+// clientWithToken is a client of the API server that authenticates with a ServiceAccount's token only.
+func clientWithToken(t *testing.T, token string) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.AnonymousClientConfig(k8sConfig(t))
+	cfg.BearerToken = token
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+// expectRefusal checks a request's outcome: allowed when want is "", else refused with a message
+// containing want.
+func expectRefusal(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("refused: %v", err)
+	case want != "" && err == nil:
+		t.Errorf("allowed; want refused with %q", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Errorf("refused with\n  %v\nwant a message containing\n  %s", err, want)
 	}
 }
 
