@@ -70,7 +70,7 @@ func indexPodNode(o client.Object) []string {
 // names their fleet, and a pod's RayCluster. A fleet's List goes through one of them to its own
 // objects: a label selector alone filters every cached object of the namespace, and with 500 fleets
 // in one namespace that filtering was 45 % of the operator's CPU while they came up (make bench,
-// converge --our-cpu-profile).
+// converge --cpu-profile).
 const (
 	fleetIndex      = v1alpha1.LabelFleet         // pods, heartbeat Leases, RayClusters, RayJobs
 	podClusterIndex = rayutils.RayClusterLabelKey // pods, by their RayCluster

@@ -81,15 +81,14 @@ func statusWriteDelay(written, computed *v1alpha1.AgentFleetStatus, lastWrite, n
 // status`, by no decision or health check; a rollout whose workers are all Ready turns Progressing
 // False and is written at once, one whose last workers are not yet Ready, or a Degraded fleet's,
 // waits at most the interval, as any progress) and, while the fleet is not Degraded, the reasons of
-// conditions whose status stays (a
-// fleet coming up goes through Creating, HeadNotReady and Scaling within a second or two,
-// Progressing all along). A condition's status, and any reason while Degraded, is never progress.
+// conditions whose status stays (a fleet coming up goes through Creating, HeadNotReady and Scaling
+// within a second or two, Progressing all along). A condition's status, and any reason while
+// Degraded, is never progress.
 func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
 	degraded := meta.IsStatusConditionTrue(a.Conditions, v1alpha1.ConditionDegraded) || meta.IsStatusConditionTrue(b.Conditions, v1alpha1.ConditionDegraded)
 	strip := func(s *v1alpha1.AgentFleetStatus) *v1alpha1.AgentFleetStatus {
 		s = s.DeepCopy()
-		s.Replicas, s.ReadyReplicas, s.UpdatedReplicas, s.Workers, s.GPUs.Allocated = 0, 0, 0, "", 0
-		s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "", "", "", ""
+		clearWorkersShown(s)
 		for i := range s.Conditions {
 			s.Conditions[i].Message = ""
 			if !degraded {
@@ -99,6 +98,14 @@ func progressOnly(a, b *v1alpha1.AgentFleetStatus) bool {
 		return s
 	}
 	return equality.Semantic.DeepEqual(strip(a), strip(b))
+}
+
+// clearWorkersShown zeroes what the status shows of the workers: their counts, the GPUs they hold,
+// and what they are seen to run (revision, model version, prompt hash, the dashboard's URL). No
+// pass reads these back: progressOnly paces them, statusMemory leaves them out.
+func clearWorkersShown(s *v1alpha1.AgentFleetStatus) {
+	s.Replicas, s.ReadyReplicas, s.UpdatedReplicas, s.Workers, s.GPUs.Allocated = 0, 0, 0, "", 0
+	s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "", "", "", ""
 }
 
 // ownStatusWriteOnly says whether an update of a fleet is only this process's own status write
@@ -137,8 +144,8 @@ func statusMemory(s *v1alpha1.AgentFleetStatus) *v1alpha1.AgentFleetStatus {
 		// Read by the budget phase (to send an Event on the change) and the usage ledger.
 		s.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionBudgetExceeded, Status: metav1.ConditionTrue}}
 	}
-	s.Replicas, s.ReadyReplicas, s.UpdatedReplicas, s.Workers, s.GPUs = 0, 0, 0, "", v1alpha1.GPUStatus{}
-	s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "", "", "", ""
+	clearWorkersShown(s)
+	s.GPUs = v1alpha1.GPUStatus{} // also what they request and on which product: the spec's, shown
 	return s
 }
 

@@ -92,6 +92,7 @@ type Cluster struct {
 	removeDir  bool
 	env        *envtest.Environment
 	metrics    map[string]string
+	pprof      map[string]string // operators' pprof bases, by part name
 	envStarted bool
 
 	// mu guards procs: a test may kill a part from one goroutine (a fault-injecting proxy) while
@@ -476,6 +477,9 @@ type OperatorOptions struct {
 	Kubeconfig string
 	// Env is added to the operator's environment.
 	Env []string
+	// Pprof serves Go's pprof endpoints on a port of their own (--pprof-bind-address), at
+	// PprofURL, for a bench that profiles the operator.
+	Pprof bool
 }
 
 // StartOperatorWith is StartOperator with options.
@@ -492,23 +496,37 @@ func (c *Cluster) StartOperatorWith(ctx context.Context, name, bin string, o Ope
 	if err != nil {
 		return &PartError{Part: name, Err: err}
 	}
-	args = append([]string{
+	flags := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(metrics),
 		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probe),
-	}, args...)
-	if err := c.startBinary(ctx, name, bin, args, o.Env, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))); err != nil {
+	}
+	pprof := 0
+	if o.Pprof {
+		if pprof, err = freePort(); err != nil {
+			return &PartError{Part: name, Err: err}
+		}
+		flags = append(flags, "--pprof-bind-address=127.0.0.1:"+strconv.Itoa(pprof))
+	}
+	if err := c.startBinary(ctx, name, bin, append(flags, args...), o.Env, httpOK(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))); err != nil {
 		return err
 	}
 	if c.metrics == nil {
-		c.metrics = map[string]string{}
+		c.metrics, c.pprof = map[string]string{}, map[string]string{}
 	}
 	c.metrics[name] = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
+	if o.Pprof {
+		c.pprof[name] = fmt.Sprintf("http://127.0.0.1:%d", pprof)
+	}
 	return nil
 }
 
 // MetricsURL is the Prometheus endpoint of an operator started by StartOperator.
 func (c *Cluster) MetricsURL(name string) string { return c.metrics[name] }
+
+// PprofURL is the base of the pprof endpoints (/debug/pprof/...) of an operator started with
+// OperatorOptions.Pprof; "" without.
+func (c *Cluster) PprofURL(name string) string { return c.pprof[name] }
 
 // Stop stops every part, newest first, and removes the working folder if Start made it.
 func (c *Cluster) Stop() error {

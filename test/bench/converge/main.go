@@ -237,19 +237,14 @@ func run(ctx context.Context, s settings, resultsPath string, keepLogs bool) (er
 		return err
 	}
 	args := []string{fmt.Sprintf("--max-concurrent-reconciles=%d", s.OurConcurrency), fmt.Sprintf("--status-write-interval=%s", s.OurStatusWriteInterval)}
+	if err := c.StartOperatorWith(ctx, ourOperator, manager, cluster.OperatorOptions{Pprof: s.ProfileDir != ""}, args...); err != nil {
+		return err
+	}
 	var prof *profiler
 	if s.ProfileDir != "" {
-		addr, err := freeLocalAddr()
-		if err != nil {
-			return fmt.Errorf("a port for our operator's pprof: %w", err)
-		}
-		if prof, err = newProfiler(s.ProfileDir, addr, c.Config); err != nil {
+		if prof, err = newProfiler(s.ProfileDir, c.PprofURL(ourOperator), c.Config); err != nil {
 			return err
 		}
-		args = append(args, "--pprof-bind-address="+addr)
-	}
-	if err := c.StartOperator(ctx, ourOperator, manager, args...); err != nil {
-		return err
 	}
 	b, err := newBench(ctx, c, s)
 	if err != nil {
@@ -497,10 +492,10 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 	stopProfile := func() ([]string, error) { return nil, nil }
 	if b.prof != nil {
 		stopProfile = b.prof.during(ctx, ns)
+		defer func() { _, _ = stopProfile() }() // a phase that fails ends its profiles too
 	}
 	start := time.Now()
 	if err := b.create(ctx, objs); err != nil {
-		_, _ = stopProfile()
 		return nil, err
 	}
 	res.CreateSeconds = time.Since(start).Seconds()
@@ -509,15 +504,17 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 	deadline := start.Add(b.s.SizeTimeout)
 	nextPoint, nextPrint := start, start.Add(printEvery)
 	for {
-		ready, err := b.countReady(ctx, phase, ns)
+		// KubeRay's view in both phases; in the fleet phase, the gap between the RayClusters all
+		// Ready and the fleets all Ready is ours.
+		rcReady, rcs, err := b.countRayClusters(ctx, ns)
 		if err != nil {
 			return nil, err
 		}
-		// In the fleet phase, KubeRay's view too: the gap between the RayClusters all Ready and
-		// the fleets all Ready is ours.
-		rcReady, rcs, err := b.count2(ctx, phaseFloor, ns)
-		if err != nil {
-			return nil, err
+		ready := rcReady
+		if phase == phaseFleet {
+			if ready, err = b.countFleetsReady(ctx, ns); err != nil {
+				return nil, err
+			}
 		}
 		now := time.Now()
 		if res.RayClustersCreatedSeconds == 0 && rcs == n {
@@ -708,38 +705,34 @@ func (b *bench) create(ctx context.Context, objs []client.Object) error {
 	return <-errs // nil when none failed
 }
 
-// countReady counts the phase's objects that are ready: a RayCluster with its head pod Ready and
-// every worker ready, a fleet with condition Ready=True.
-func (b *bench) countReady(ctx context.Context, phase, ns string) (int, error) {
-	ready, _, err := b.count2(ctx, phase, ns)
-	return ready, err
-}
-
-// count2 counts the phase's objects that are ready (countReady) and, of RayClusters, how many exist.
-func (b *bench) count2(ctx context.Context, phase, ns string) (ready, rayClusters int, err error) {
-	if phase == phaseFloor {
-		var rcs rayv1.RayClusterList
-		if err := b.cache.List(ctx, &rcs, client.InNamespace(ns)); err != nil {
-			return 0, 0, err
-		}
-		rayClusters = len(rcs.Items)
-		for _, rc := range rcs.Items {
-			if meta.IsStatusConditionTrue(rc.Status.Conditions, string(rayv1.HeadPodReady)) && rc.Status.ReadyWorkerReplicas == int32(b.s.Workers) {
-				ready++
-			}
-		}
-		return ready, rayClusters, nil
-	}
-	var fleets v1alpha1.AgentFleetList
-	if err := b.cache.List(ctx, &fleets, client.InNamespace(ns)); err != nil {
+// countRayClusters counts a namespace's RayClusters that are ready (the head pod Ready and every
+// worker ready) and those that exist.
+func (b *bench) countRayClusters(ctx context.Context, ns string) (ready, existing int, err error) {
+	var rcs rayv1.RayClusterList
+	if err := b.cache.List(ctx, &rcs, client.InNamespace(ns)); err != nil {
 		return 0, 0, err
 	}
+	for _, rc := range rcs.Items {
+		if meta.IsStatusConditionTrue(rc.Status.Conditions, string(rayv1.HeadPodReady)) && rc.Status.ReadyWorkerReplicas == int32(b.s.Workers) {
+			ready++
+		}
+	}
+	return ready, len(rcs.Items), nil
+}
+
+// countFleetsReady counts a namespace's fleets with condition Ready=True.
+func (b *bench) countFleetsReady(ctx context.Context, ns string) (int, error) {
+	var fleets v1alpha1.AgentFleetList
+	if err := b.cache.List(ctx, &fleets, client.InNamespace(ns)); err != nil {
+		return 0, err
+	}
+	ready := 0
 	for _, f := range fleets.Items {
 		if meta.IsStatusConditionTrue(f.Status.Conditions, v1alpha1.ConditionReady) {
 			ready++
 		}
 	}
-	return ready, 0, nil
+	return ready, nil
 }
 
 // steadyResult is both operators at rest with n fleets Ready.

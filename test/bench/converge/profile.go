@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -19,16 +19,6 @@ import (
 // profiles for a length given up front, and a phase's length is not known, so the phase is
 // covered by chunks that `go tool pprof` merges when given them together.
 const profileChunk = 10 * time.Second
-
-// freeLocalAddr is a loopback address with a port free at the moment of the call.
-func freeLocalAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
 
 // profiler takes CPU profiles, into dir, of our operator (through its --pprof-bind-address) and of
 // kube-apiserver (its /debug/pprof, as the cluster's admin): where the time of a phase goes.
@@ -43,7 +33,8 @@ type profileTarget struct {
 	client *http.Client
 }
 
-func newProfiler(dir, ourAddr string, apiServer *rest.Config) (*profiler, error) {
+// newProfiler profiles our operator at ourPprof (cluster.PprofURL) and kube-apiserver as apiServer's user.
+func newProfiler(dir, ourPprof string, apiServer *rest.Config) (*profiler, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--cpu-profile: %w", err)
 	}
@@ -54,13 +45,14 @@ func newProfiler(dir, ourAddr string, apiServer *rest.Config) (*profiler, error)
 		return nil, fmt.Errorf("a client for kube-apiserver's pprof: %w", err)
 	}
 	return &profiler{dir: dir, targets: map[string]profileTarget{
-		ourOperator:      {base: "http://" + ourAddr, client: &http.Client{Timeout: profileChunk + time.Minute}},
+		ourOperator:      {base: ourPprof, client: &http.Client{Timeout: profileChunk + time.Minute}},
 		"kube-apiserver": {base: strings.TrimSuffix(apiServer.Host, "/"), client: api},
 	}}, nil
 }
 
 // during profiles every target from now until stop is called, in profileChunk pieces named
 // <target>-<prefix>-<k>.pprof; stop waits for the pieces under way and returns the files written.
+// Calls of stop after the first return nothing, so that a phase may defer it and call it too.
 func (p *profiler) during(ctx context.Context, prefix string) (stop func() ([]string, error)) {
 	ctx, cancel := context.WithCancel(ctx)
 	type result struct {
@@ -82,16 +74,19 @@ func (p *profiler) during(ctx context.Context, prefix string) (stop func() ([]st
 			results <- r
 		}()
 	}
-	return func() ([]string, error) {
-		cancel()
-		var files []string
-		var errs []error
-		for range p.targets {
-			r := <-results
-			files = append(files, r.files...)
-			errs = append(errs, r.err)
-		}
-		return files, errors.Join(errs...)
+	var once sync.Once
+	return func() (files []string, err error) {
+		once.Do(func() {
+			cancel()
+			var errs []error
+			for range p.targets {
+				r := <-results
+				files = append(files, r.files...)
+				errs = append(errs, r.err)
+			}
+			err = errors.Join(errs...)
+		})
+		return files, err
 	}
 }
 
