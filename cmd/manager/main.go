@@ -60,7 +60,7 @@ func main() {
 	flag.BoolVar(&forceDeleteStranded, "force-delete-stranded-workers", true,
 		"force-delete agent workers that Kubernetes is deleting on a node that is silent (Ready=Unknown for 30 s) or out of service, 30 s past their grace period, so that KubeRay replaces them (it counts terminating pods as workers); false leaves them Terminating until the node returns or is deleted")
 	flag.DurationVar(&statusWriteInterval, "status-write-interval", fleet.DefaultStatusWriteInterval,
-		"how long after a fleet's status write a change of its progress alone (worker counts, messages, what the workers are seen to run, reasons while not Degraded) waits to be written with the next; conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
+		"how long a change of a fleet's progress alone (worker counts, messages, what the workers are seen to run, reasons while not Degraded) waits, from when it was first seen, to be written (with the next change, if sooner); conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
 	flag.StringVar(&gpuFaultConditions, "gpu-fault-conditions", gpunode.DefaultFaultConditions,
 		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,
@@ -92,8 +92,15 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	// Only the pods and Leases of fleets are cached, not every pod of the cluster.
+	// Only the pods and Leases of fleets are cached, not every pod of the cluster; of the pods, not
+	// the heads: no pass reads one (a head's readiness is KubeRay's HeadPodReady condition), and
+	// each of a head's events woke its fleet for nothing, a sixth of the passes while fleets came up.
 	fleetPods, err := labels.NewRequirement(v1alpha1.LabelFleet, selection.Exists, nil)
+	if err != nil {
+		log.Error(err, "Building the pod selector")
+		os.Exit(1)
+	}
+	notHeads, err := labels.NewRequirement(v1alpha1.LabelRole, selection.NotEquals, []string{v1alpha1.RoleHead})
 	if err != nil {
 		log.Error(err, "Building the pod selector")
 		os.Exit(1)
@@ -107,7 +114,7 @@ func main() {
 		LeaderElectionID:        "agentfleet-operator.agentfleet.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods)},
+			&corev1.Pod{}: {Label: labels.NewSelector().Add(*fleetPods, *notHeads)},
 			// Only heartbeat Leases, never the cluster's node Leases.
 			&coordinationv1.Lease{}: {Label: labels.NewSelector().Add(*fleetPods)},
 			// Every node, for its GPU health, without what is large and never read.
