@@ -74,7 +74,10 @@ type Reconciler struct {
 	// ForceDeleteStrandedWorkers: workers terminating on a node that is not Ready are force-deleted
 	// once past their grace period (releaseStranded).
 	ForceDeleteStrandedWorkers bool
-	statusWrites               statusWrites
+	// PodComingUpBatch is how long an event of a worker pod coming up waits before it wakes the
+	// fleet (podEvents); 0 wakes it at once.
+	PodComingUpBatch time.Duration
+	statusWrites     statusWrites
 }
 
 // scope is one reconcile's state: the fleet, what the phases observed and decided.
@@ -264,12 +267,15 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 	o.PromptHash, o.DesiredRevision = s.built.PromptHash, s.built.Revision
 	status := computeStatus(o)
 	s.status = &status
+	key := client.ObjectKeyFromObject(s.fleet)
 	if equality.Semantic.DeepEqual(s.fleet.Status, status) {
+		r.statusWrites.settled(key)
 		return nil
 	}
-	key := client.ObjectKeyFromObject(s.fleet)
-	if wait := statusWriteDelay(&s.fleet.Status, &status, r.statusWrites.last(key), s.now, r.StatusWriteInterval); wait > 0 && len(s.afterStatus) == 0 {
-		// Progress alone, soon after the last write: written with the next change, or then.
+	waitingSince := r.statusWrites.progressWaiting(key)
+	if wait := statusWriteDelay(&s.fleet.Status, &status, r.statusWrites.last(key), waitingSince, s.now, r.StatusWriteInterval); wait > 0 && len(s.afterStatus) == 0 {
+		// Progress alone: written with the next change, or once it waited the interval.
+		r.statusWrites.heldBack(key, s.now)
 		s.requeue(wait)
 		return nil
 	}

@@ -507,34 +507,38 @@ func TestConcurrentReconcilesMakeOneRayCluster(t *testing.T) {
 	}
 }
 
-// With --status-write-interval, workers turning Ready one after another soon after a status write
-// are written together once the interval is past; the fleet turning Ready is written at once.
+// With --status-write-interval, workers turning Ready one after another are written together once
+// the first of them waited the interval, however long ago the last write was; the fleet turning
+// Ready is written at once, with them.
 func TestProgressIsWrittenPacedAndReadyAtOnce(t *testing.T) {
 	e := newEnv(t)
 	e.r.StatusWriteInterval = 2 * time.Second
 	e.apply(e.fleet("agents").Replicas(3).Obj())
 	e.clockFrom("agents")
 	e.reconcile("agents")
+	e.workersStatus("agents", 0, 3, "", "")
 	rc := e.rayCluster("agents")
 	hash := rayspecs.WorkerHash(rc)
 	e.headReady(rc)
 
-	e.clock.Step(10 * time.Second) // long after the first write: the next is at once
+	e.clock.Step(10 * time.Second) // long after the first write: the progress still waits
 	e.workers(rc, 1, hash, true)
-	e.reconcile("agents")
-	e.workersStatus("agents", 1, 3, "", "") // the revision is told once every worker runs it
-	e.condition("agents", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonScaling, "1 of 3")
+	if res := e.reconcile("agents"); res.RequeueAfter != 2*time.Second {
+		t.Errorf("requeued after %s, want 2s (the interval, from now)", res.RequeueAfter)
+	}
+	e.workersStatus("agents", 0, 3, "", "")
 
 	e.clock.Step(500 * time.Millisecond)
 	e.workers(rc, 1, hash, true)
 	if res := e.reconcile("agents"); res.RequeueAfter != 1500*time.Millisecond {
-		t.Errorf("requeued after %s, want 1.5s (the rest of the interval)", res.RequeueAfter)
+		t.Errorf("requeued after %s, want 1.5s (the rest of the interval from the first held back)", res.RequeueAfter)
 	}
-	e.workersStatus("agents", 1, 3, "", "") // the progress waits
+	e.workersStatus("agents", 0, 3, "", "") // the progress waits
 
 	e.clock.Step(1500 * time.Millisecond)
 	e.reconcile("agents")
-	e.workersStatus("agents", 2, 3, "", "")
+	e.workersStatus("agents", 2, 3, "", "") // the revision is told once every worker runs it
+	e.condition("agents", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonScaling, "2 of 3")
 
 	e.clock.Step(100 * time.Millisecond)
 	e.workers(rc, 1, hash, true)

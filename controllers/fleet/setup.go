@@ -50,10 +50,10 @@ import (
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=list;watch;create;update
 
 // NewReconciler returns a Reconciler with the defaults of an operator: the real clock, a history of
-// three finished RayJobs per job, the default GPU fault conditions.
+// three finished RayJobs per job, the default GPU fault conditions, worker pods coming up batched.
 func NewReconciler(c client.Client, apiReader client.Reader) *Reconciler {
 	return &Reconciler{Client: c, APIReader: apiReader, Clock: clock.RealClock{}, JobHistoryLimit: 3, deletions: newDeletions(),
-		GPUFaultConditions: gpunode.DefaultFaultConditionList(), ForceDeleteStrandedWorkers: true}
+		GPUFaultConditions: gpunode.DefaultFaultConditionList(), ForceDeleteStrandedWorkers: true, PodComingUpBatch: DefaultPodComingUpBatch}
 }
 
 // podNodeIndex indexes the cached (agent) pods by their node.
@@ -131,7 +131,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Owns(&rayv1.RayCluster{}).
 		Owns(&rayv1.RayJob{}).
 		Owns(&corev1.ServiceAccount{}).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToFleet)).
+		Watches(&corev1.Pod{}, podEvents(r.PodComingUpBatch)).
 		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.leaseToFleet)).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeToFleets), builder.WithPredicates(r.nodeGPUHealthChanged())).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.configMapToFleets)).

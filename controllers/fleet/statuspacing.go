@@ -15,15 +15,17 @@ import (
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 )
 
-// DefaultStatusWriteInterval is how long after a status write of a fleet a change of its progress
-// alone (worker counts, condition messages) waits before it is written (--status-write-interval).
-// While a fleet's workers come up, each turning Ready would otherwise be a write of its own: this
-// makes a burst of them one or two, and leaves the API server to the work that makes them Ready.
+// DefaultStatusWriteInterval is how long a change of a fleet's progress alone (worker counts,
+// condition messages) waits, from when a pass first saw it, before it is written
+// (--status-write-interval). While a fleet's workers come up, each turning Ready would otherwise be
+// a write of its own: this makes a burst of them one, or none when the fleet turns Ready within the
+// interval (that is written at once, and carries them), and leaves the API server to the work that
+// makes them Ready.
 const DefaultStatusWriteInterval = 2 * time.Second
 
-// statusWrites are when this process last wrote each fleet's status (statusWriteDelay's input), and
-// the resourceVersion that write made (ownStatusWriteOnly's). A restarted operator knows none, so
-// its first write of each fleet is at once.
+// statusWrites are when this process last wrote each fleet's status (statusWriteDelay's input), the
+// resourceVersion that write made (ownStatusWriteOnly's), and since when progress has waited to be
+// written. A restarted operator knows none, so its first write of each fleet is at once.
 type statusWrites struct {
 	mu sync.Mutex
 	m  map[types.NamespacedName]statusWrite
@@ -32,6 +34,8 @@ type statusWrites struct {
 type statusWrite struct {
 	at              time.Time
 	resourceVersion string
+	// progressSince is when a pass first held back progress that is not written yet; zero if none.
+	progressSince time.Time
 }
 
 func (w *statusWrites) wrote(key types.NamespacedName, now time.Time, resourceVersion string) {
@@ -57,6 +61,35 @@ func (w *statusWrites) lastVersion(key types.NamespacedName) string {
 	return w.m[key].resourceVersion
 }
 
+// progressWaiting is since when the fleet's progress has waited to be written; zero if it does not.
+func (w *statusWrites) progressWaiting(key types.NamespacedName) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.m[key].progressSince
+}
+
+// heldBack records that a pass held back the fleet's progress at now, unless an earlier pass did:
+// the wait counts from the first. A write (wrote) or a status with nothing to write (settled) ends
+// it.
+func (w *statusWrites) heldBack(key types.NamespacedName, now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if e, ok := w.m[key]; ok && e.progressSince.IsZero() {
+		e.progressSince = now
+		w.m[key] = e
+	}
+}
+
+// settled records that the fleet's status has nothing left to write.
+func (w *statusWrites) settled(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if e, ok := w.m[key]; ok && !e.progressSince.IsZero() {
+		e.progressSince = time.Time{}
+		w.m[key] = e
+	}
+}
+
 func (w *statusWrites) forget(key types.NamespacedName) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -64,15 +97,21 @@ func (w *statusWrites) forget(key types.NamespacedName) {
 }
 
 // statusWriteDelay decides how long the computed status waits before it replaces the written one:
-// zero to write it now. Only a change of progress waits (progressOnly), and only within interval of
-// the last write (lastWrite zero: none known); anything a decision, a person or a tool acts on (a
-// condition's status, a Degraded fleet's reasons, observedGeneration, restarts, the rollout, jobs,
-// usage) is written at once, and carries the progress with it.
-func statusWriteDelay(written, computed *v1alpha1.AgentFleetStatus, lastWrite, now time.Time, interval time.Duration) time.Duration {
+// zero to write it now. Only a change of progress waits (progressOnly), and only when this process
+// wrote the fleet's status before (lastWrite zero: none known, as after a restart); it waits the
+// interval from when a pass first held it back (waitingSince; zero: this pass is the first), so that
+// a burst of progress is one write at its end, and a fleet that turns Ready within the interval
+// writes none of it on its own. Anything a decision, a person or a tool acts on (a condition's
+// status, a Degraded fleet's reasons, observedGeneration, restarts, the rollout, jobs, usage) is
+// written at once, and carries the progress with it.
+func statusWriteDelay(written, computed *v1alpha1.AgentFleetStatus, lastWrite, waitingSince, now time.Time, interval time.Duration) time.Duration {
 	if interval <= 0 || lastWrite.IsZero() || !progressOnly(written, computed) {
 		return 0
 	}
-	return max(lastWrite.Add(interval).Sub(now), 0)
+	if waitingSince.IsZero() {
+		return interval
+	}
+	return max(waitingSince.Add(interval).Sub(now), 0)
 }
 
 // progressOnly says whether two statuses differ in the progress of the workers at most: their

@@ -6,9 +6,40 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 )
+
+// The wait of held-back progress counts from the first pass that held it back, and ends with a
+// write or a status with nothing left to write.
+func TestProgressWaitsFromWhenFirstHeldBack(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	key := types.NamespacedName{Namespace: "team", Name: "agents"}
+	var w statusWrites
+	w.heldBack(key, t0)
+	if got := w.progressWaiting(key); !got.IsZero() {
+		t.Errorf("held back before any write: waiting since %s, want none (a write goes at once)", got)
+	}
+	w.wrote(key, t0, "10")
+	w.heldBack(key, t0.Add(time.Second))
+	w.heldBack(key, t0.Add(1500*time.Millisecond))
+	if got, want := w.progressWaiting(key), t0.Add(time.Second); !got.Equal(want) {
+		t.Errorf("waiting since %s, want %s (the first pass that held it back)", got, want)
+	}
+	w.settled(key)
+	if got := w.progressWaiting(key); !got.IsZero() {
+		t.Errorf("settled: waiting since %s, want none", got)
+	}
+	w.heldBack(key, t0.Add(2*time.Second))
+	w.wrote(key, t0.Add(3*time.Second), "11")
+	if got := w.progressWaiting(key); !got.IsZero() {
+		t.Errorf("written: waiting since %s, want none", got)
+	}
+	if got, want := w.last(key), t0.Add(3*time.Second); !got.Equal(want) {
+		t.Errorf("last write %s, want %s", got, want)
+	}
+}
 
 func TestStatusWriteDelay(t *testing.T) {
 	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -31,22 +62,25 @@ func TestStatusWriteDelay(t *testing.T) {
 		name              string
 		written, computed *v1alpha1.AgentFleetStatus
 		lastWrite         time.Time
+		waitingSince      time.Time     // since when progress was held back; zero: this pass is the first
 		now               time.Duration // after t0
 		interval          time.Duration
 		want              time.Duration
 	}{
-		{name: "progress soon after a write waits out the interval", written: progressing(1), computed: progressing(2), lastWrite: t0, now: 500 * time.Millisecond, interval: 2 * time.Second, want: 1500 * time.Millisecond},
-		{name: "progress once the interval passed is written", written: progressing(1), computed: progressing(2), lastWrite: t0, now: 2 * time.Second, interval: 2 * time.Second},
+		{name: "progress first seen waits the interval", written: progressing(1), computed: progressing(2), lastWrite: t0, now: 500 * time.Millisecond, interval: 2 * time.Second, want: 2 * time.Second},
+		{name: "progress first seen long after the last write waits the interval too", written: progressing(1), computed: progressing(2), lastWrite: t0, now: time.Minute, interval: 2 * time.Second, want: 2 * time.Second},
+		{name: "progress held back waits the rest of the interval from then", written: progressing(1), computed: progressing(3), lastWrite: t0, waitingSince: t0.Add(500 * time.Millisecond), now: time.Second, interval: 2 * time.Second, want: 1500 * time.Millisecond},
+		{name: "progress held back for the interval is written", written: progressing(1), computed: progressing(2), lastWrite: t0, waitingSince: t0.Add(time.Second), now: 3 * time.Second, interval: 2 * time.Second},
 		{name: "no write known (a restarted operator): written", written: progressing(1), computed: progressing(2), now: 0, interval: 2 * time.Second},
 		{name: "pacing off: written", written: progressing(1), computed: progressing(2), lastWrite: t0, interval: 0},
 		{name: "a condition's message and the GPUs held are progress", written: progressing(1),
 			computed:  with(progressing(1), func(s *v1alpha1.AgentFleetStatus) { s.Conditions[0].Message = "3 of 4"; s.GPUs.Allocated = 3 }),
-			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+			lastWrite: t0, waitingSince: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
 		{name: "what the workers are seen to run, as they come up, is progress", written: progressing(1),
 			computed: with(progressing(2), func(s *v1alpha1.AgentFleetStatus) {
 				s.Revision, s.ModelVersion, s.PromptHash, s.DashboardURL = "7ef298d683104263", "2025-09-29", "ab12", "http://agents-head-svc.team.svc:8265"
 			}),
-			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+			lastWrite: t0, waitingSince: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
 		{name: "a condition's status is written at once", written: progressing(3),
 			computed: with(progressing(4), func(s *v1alpha1.AgentFleetStatus) {
 				s.Conditions[0].Status, s.Conditions[0].Reason = metav1.ConditionTrue, v1alpha1.ReasonReady
@@ -54,12 +88,12 @@ func TestStatusWriteDelay(t *testing.T) {
 			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
 		{name: "a reason of a fleet coming up, its condition's status the same, is progress", written: progressing(0),
 			computed:  with(progressing(0), func(s *v1alpha1.AgentFleetStatus) { s.Conditions[0].Reason = v1alpha1.ReasonHeadNotReady }),
-			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second, want: 2*time.Second - time.Millisecond},
+			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second, want: 2 * time.Second},
 		{name: "a reason while Degraded is written at once", written: degraded(v1alpha1.ReasonRayClusterFailure),
 			computed: degraded(v1alpha1.ReasonRestartBudgetExhausted), lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
 		{name: "a Degraded fleet's progress waits", written: degraded(v1alpha1.ReasonRestartBudgetExhausted),
 			computed:  with(degraded(v1alpha1.ReasonRestartBudgetExhausted), func(s *v1alpha1.AgentFleetStatus) { s.ReadyReplicas = 2 }),
-			lastWrite: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
+			lastWrite: t0, waitingSince: t0, now: time.Second, interval: 2 * time.Second, want: time.Second},
 		{name: "turning Degraded is written at once", written: progressing(3), computed: degraded(v1alpha1.ReasonRestartBudgetExhausted),
 			lastWrite: t0, now: time.Millisecond, interval: 2 * time.Second},
 		{name: "a new condition is written at once", written: progressing(3),
@@ -90,7 +124,7 @@ func TestStatusWriteDelay(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			written := tc.written.DeepCopy()
-			got := statusWriteDelay(tc.written, tc.computed, tc.lastWrite, t0.Add(tc.now), tc.interval)
+			got := statusWriteDelay(tc.written, tc.computed, tc.lastWrite, tc.waitingSince, t0.Add(tc.now), tc.interval)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("delay (-want +got):\n%s", diff)
 			}
