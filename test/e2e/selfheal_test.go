@@ -48,6 +48,8 @@ type agents struct {
 type agent struct {
 	cancel context.CancelFunc
 	hb     *heartbeat.Client
+	// stepping: the agent is in a step, which may finish a task it began before it saw a pause.
+	stepping bool
 }
 
 func simulateAgents(t *testing.T, ns, fleet string, interval time.Duration) *agents {
@@ -156,34 +158,54 @@ func (a *agents) work(ctx context.Context, pod string, hb *heartbeat.Client) {
 		if a.quitting {
 			b = "quit"
 		}
+		a.setStepping(pod, true)
 		a.mu.Unlock()
-		switch {
-		case b == "stall":
-			return // the process hangs: no step, no renewal
-		case b == "quit":
-			// The process stops between two steps (what it reported is written) and renews no more.
-			a.mu.Lock()
-			if ag, ok := a.running[pod]; ok {
-				ag.cancel()
-			}
-			a.mu.Unlock()
+		a.step(ctx, pod, hb, i, b, idleAll)
+		a.mu.Lock()
+		a.setStepping(pod, false)
+		a.mu.Unlock()
+		if b == "stall" || b == "quit" {
 			return
-		case b == "loop":
-			_ = hb.Step(ctx, "search: the same query")
-		case b == "overspend":
-			// One task that never ends, its tokens growing past any budget.
-			_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
-			_ = hb.Tokens(ctx, 6000, 0)
-		case hb.Paused():
-			// As an agent should: no new task while the fleet is paused; keep renewing.
-			_ = hb.Idle(ctx)
-		case a.tasks && i%3 == 2:
-			a.finishTask(ctx, hb, i, b == "fail")
-		case idleAll:
-			_ = hb.Idle(ctx)
-		default:
-			_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
 		}
+	}
+}
+
+// setStepping marks the agent of pod in a step or out of it; a.mu held.
+func (a *agents) setStepping(pod string, stepping bool) {
+	if ag, ok := a.running[pod]; ok {
+		ag.stepping = stepping
+	}
+}
+
+// step is one step of an agent: what its behaviour, the fleet's pause and the test's settings
+// make it do.
+func (a *agents) step(ctx context.Context, pod string, hb *heartbeat.Client, i int, b string, idleAll bool) {
+	switch {
+	case b == "stall":
+		return // the process hangs: no step, no renewal
+	case b == "quit":
+		// The process stops between two steps (what it reported is written) and renews no more.
+		a.mu.Lock()
+		if ag, ok := a.running[pod]; ok {
+			ag.cancel()
+		}
+		a.mu.Unlock()
+		return
+	case b == "loop":
+		_ = hb.Step(ctx, "search: the same query")
+	case b == "overspend":
+		// One task that never ends, its tokens growing past any budget.
+		_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
+		_ = hb.Tokens(ctx, 6000, 0)
+	case hb.Paused():
+		// As an agent should: no new task while the fleet is paused; keep renewing.
+		_ = hb.Idle(ctx)
+	case a.tasks && i%3 == 2:
+		a.finishTask(ctx, hb, i, b == "fail")
+	case idleAll:
+		_ = hb.Idle(ctx)
+	default:
+		_ = hb.Step(ctx, fmt.Sprintf("step %d", i))
 	}
 }
 
@@ -216,13 +238,15 @@ func (a *agents) quitAll() {
 	a.working.Wait()
 }
 
-// paused says how many of the running agents see their fleet paused, of how many.
+// paused says how many of the running agents see their fleet paused and are between two steps
+// (none of those can finish a task until it is resumed), of how many.
 func (a *agents) paused() (paused, running int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, ag := range a.running {
 		running++
-		if ag.hb.Paused() {
+		if ag.hb.Paused() && !ag.stepping {
+			// Paused and not in a step that may still finish a task begun before it saw the pause.
 			paused++
 		}
 	}
