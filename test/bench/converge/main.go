@@ -403,12 +403,14 @@ type phaseResult struct {
 	// RayClustersCreatedSeconds is when every RayCluster of the phase existed: the bench's creates
 	// in the floor, our operator's in the fleet phase (how long our first passes take to reach
 	// every fleet).
-	RayClustersCreatedSeconds float64                 `json:"rayClustersCreatedSeconds"`
-	CleanupSeconds            float64                 `json:"cleanupSeconds"`
-	Curve                     []curvePoint            `json:"curve"`
-	Processes                 map[string]processCost  `json:"processes"`
-	Operators                 map[string]operatorCost `json:"operators"`
-	Steady                    *steadyResult           `json:"steadyState,omitempty"`
+	RayClustersCreatedSeconds float64 `json:"rayClustersCreatedSeconds"`
+	CleanupSeconds            float64 `json:"cleanupSeconds"`
+	// QuietSeconds is how long after the cleanup the cluster took to be quiet (quiesce).
+	QuietSeconds float64                 `json:"quietSeconds"`
+	Curve        []curvePoint            `json:"curve"`
+	Processes    map[string]processCost  `json:"processes"`
+	Operators    map[string]operatorCost `json:"operators"`
+	Steady       *steadyResult           `json:"steadyState,omitempty"`
 }
 
 type curvePoint struct {
@@ -594,8 +596,53 @@ func (b *bench) phase(ctx context.Context, phase string, n, rep int) (*phaseResu
 		return nil, err
 	}
 	res.CleanupSeconds = time.Since(cleanStart).Seconds()
-	fmt.Printf("  cleaned up in %.1f s\n", res.CleanupSeconds)
+	quiet, load, err := b.quiesce(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.QuietSeconds = quiet.Seconds()
+	fmt.Printf("  cleaned up in %.1f s; the cluster quiet %.1f s later (%.0f %% of a core)\n", res.CleanupSeconds, res.QuietSeconds, 100*load)
 	return res, nil
+}
+
+// The cluster is quiet when all its processes together use less than quietLoad of a core over
+// quietWindow; a phase's cleanup waits for that, at most quietTimeout (then it says so and goes on).
+// The API server forgets a phase's pods at once, but kwok plays its delete stage for each afterwards,
+// one by one: at N = 1,000 that went on for two minutes into the next phase, kwok's CPU 72.8 s in
+// that phase against 23.0 s in the one before, its pods made Ready late.
+const (
+	quietLoad    = 0.25
+	quietWindow  = 2 * time.Second
+	quietTimeout = 5 * time.Minute
+)
+
+// quiesce waits until the cluster is quiet (quietLoad), and says after how long and its load then.
+func (b *bench) quiesce(ctx context.Context) (time.Duration, float64, error) {
+	start := time.Now()
+	cpu := func() float64 {
+		var total float64
+		for _, name := range processes {
+			if s, err := readProc(b.pids[name]); err == nil {
+				total += s.CPUSeconds
+			}
+		}
+		return total
+	}
+	for {
+		before := cpu()
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(quietWindow):
+		}
+		load := (cpu() - before) / quietWindow.Seconds()
+		if load < quietLoad || time.Since(start) >= quietTimeout {
+			if load >= quietLoad {
+				fmt.Printf("  the cluster not quiet after %s (%.0f %% of a core): going on\n", quietTimeout, 100*load)
+			}
+			return time.Since(start), load, nil
+		}
+	}
 }
 
 func (r *phaseResult) costs(before, after snapshot, resetOK map[string]bool, maxDepth map[string]map[string]float64) {
