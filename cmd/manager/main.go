@@ -60,7 +60,7 @@ func main() {
 	flag.BoolVar(&forceDeleteStranded, "force-delete-stranded-workers", true,
 		"force-delete agent workers that Kubernetes is deleting on a node that is silent (Ready=Unknown for 30 s) or out of service, 30 s past their grace period, so that KubeRay replaces them (it counts terminating pods as workers); false leaves them Terminating until the node returns or is deleted")
 	flag.DurationVar(&statusWriteInterval, "status-write-interval", fleet.DefaultStatusWriteInterval,
-		"how long a change of a fleet's progress alone (worker counts, messages, what the workers are seen to run, reasons while not Degraded) waits, from when it was first seen, to be written (with the next change, if sooner); conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
+		"how long a change of a fleet's progress alone (worker counts, messages, what the workers are seen to run, reasons while not Degraded) waits, from when it was first seen, to be written (with the next change written at once, if sooner); conditions' status, observedGeneration, restarts and rollouts are written at once; 0 writes every change at once")
 	flag.StringVar(&gpuFaultConditions, "gpu-fault-conditions", gpunode.DefaultFaultConditions,
 		"node conditions that mean a GPU fault, as comma-separated Type=Status pairs; empty: none")
 	flag.BoolVar(&labelFaultyGPUNodes, "label-faulty-gpu-nodes", true,

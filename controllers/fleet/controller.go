@@ -273,8 +273,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *scope, reconcileErr err
 		return nil
 	}
 	waitingSince := r.statusWrites.progressWaiting(key)
-	if wait := statusWriteDelay(&s.fleet.Status, &status, r.statusWrites.last(key), waitingSince, s.now, r.StatusWriteInterval); wait > 0 && len(s.afterStatus) == 0 {
-		// Progress alone: written with the next change, or once it waited the interval.
+	if wait := statusWriteDelay(&s.fleet.Status, &status, r.statusWrites.last(key), waitingSince, s.now, r.StatusWriteInterval); wait > 0 && len(s.afterStatus) == 0 && reconcileErr == nil {
+		// Progress alone: written with the next change, or once it waited the interval. Not when
+		// the pass failed: its requeue is the rate limiter's then, which may be minutes.
 		r.statusWrites.heldBack(key, s.now)
 		s.requeue(wait)
 		return nil

@@ -79,9 +79,10 @@ var comingUpConditions = map[corev1.PodConditionType]map[corev1.ConditionStatus]
 }
 
 // comingUp says whether a worker pod, changed from old (nil: new, or first seen), only shows it
-// coming up: created, bound to a node, its containers starting or started, turned Ready. It must
-// not be deleted or being deleted, Failed or Succeeded, have a container that terminated, restarted
-// or waits for a reason other than starting, have any condition outside comingUpConditions, have
+// coming up: created, bound to a node, its init containers done, its containers starting or
+// started, turned Ready. It must not be deleted or being deleted, Failed or Succeeded, have a
+// container that terminated (an init container: other than with exit code 0), restarted or waits
+// for a reason other than starting, have any condition outside comingUpConditions, have
 // turned unready, or have changed its labels or annotations.
 func comingUp(old, p *corev1.Pod) bool {
 	if !p.DeletionTimestamp.IsZero() || (p.Status.Phase != corev1.PodPending && p.Status.Phase != corev1.PodRunning) {
@@ -92,9 +93,15 @@ func comingUp(old, p *corev1.Pod) bool {
 			return false
 		}
 	}
-	for _, statuses := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+	for i, statuses := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		init := i == 0
 		for _, cs := range statuses {
-			if cs.RestartCount > 0 || cs.State.Terminated != nil || cs.LastTerminationState.Terminated != nil {
+			if cs.RestartCount > 0 || cs.LastTerminationState.Terminated != nil {
+				return false
+			}
+			// An init container that ran to completion is how a pod starts (KubeRay gives every
+			// worker one that waits for the head's GCS); any other end is not.
+			if t := cs.State.Terminated; t != nil && (!init || t.ExitCode != 0) {
 				return false
 			}
 			if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {

@@ -82,7 +82,13 @@ func TestComingUp(t *testing.T) {
 			p.Status.ContainerStatuses[0].State.Waiting.Reason = "CrashLoopBackOff"
 		})},
 		{name: "an init container failed", old: workerPod("starting"), new: with(workerPod("starting"), func(p *corev1.Pod) {
-			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "init", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}}}
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "wait-gcs-ready", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1}}}}
+		})},
+		{name: "turned Ready after KubeRay's init container completed", old: workerPod("starting"), new: with(ready, func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "wait-gcs-ready", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}}}
+		}), want: true},
+		{name: "an init container restarted", old: workerPod("starting"), new: with(workerPod("starting"), func(p *corev1.Pod) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: "wait-gcs-ready", RestartCount: 1, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 		})},
 		{name: "unschedulable", old: workerPod("new"), new: with(workerPod("new"), func(p *corev1.Pod) {
 			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}
