@@ -449,13 +449,10 @@ type snapshot struct {
 }
 
 func (b *bench) snapshot(ctx context.Context) (snapshot, error) {
-	s := snapshot{at: time.Now(), procs: map[string]procSample{}, ops: map[string]operatorMetrics{}}
-	for _, name := range processes {
-		p, err := readProc(b.pids[name])
-		if err != nil {
-			return s, fmt.Errorf("%s: %w", name, err)
-		}
-		s.procs[name] = p
+	s := snapshot{at: time.Now(), ops: map[string]operatorMetrics{}}
+	var err error
+	if s.procs, err = b.readProcs(); err != nil {
+		return s, err
 	}
 	for name, url := range b.urls {
 		m, err := scrapeOperator(ctx, url)
@@ -465,6 +462,19 @@ func (b *bench) snapshot(ctx context.Context) (snapshot, error) {
 		s.ops[name] = m
 	}
 	return s, nil
+}
+
+// readProcs reads what /proc says of each of the cluster's processes now.
+func (b *bench) readProcs() (map[string]procSample, error) {
+	procs := make(map[string]procSample, len(processes))
+	for _, name := range processes {
+		p, err := readProc(b.pids[name])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		procs[name] = p
+	}
+	return procs, nil
 }
 
 // phase creates n objects of the phase at once, waits for all to be Ready (or the size's
@@ -624,15 +634,12 @@ const (
 func (b *bench) quiesce(ctx context.Context) (time.Duration, float64, error) {
 	start := time.Now()
 	cpu := func() (float64, error) {
+		procs, err := b.readProcs()
 		var total float64
-		for _, name := range processes {
-			s, err := readProc(b.pids[name])
-			if err != nil {
-				return 0, fmt.Errorf("%s: %w", name, err)
-			}
-			total += s.CPUSeconds
+		for _, p := range procs {
+			total += p.CPUSeconds
 		}
-		return total, nil
+		return total, err
 	}
 	quiet := 0
 	for {
