@@ -1,6 +1,7 @@
 package fleet_test
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -545,4 +547,56 @@ func TestProgressIsWrittenPacedAndReadyAtOnce(t *testing.T) {
 	e.reconcile("agents")
 	e.workersStatus("agents", 3, 3, hash, "")
 	e.condition("agents", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "3 of 3")
+}
+
+// A pass that fails writes its status at once, whatever progress waits: its requeue is the rate
+// limiter's (up to minutes), so a status held back by it could stay stale that long, and the error
+// is what a person needs to see.
+func TestFailedPassWritesItsStatusAtOnce(t *testing.T) {
+	e := newEnv(t)
+	e.r.StatusWriteInterval = 2 * time.Second
+	e.apply(e.fleet("agents").Replicas(3).Obj())
+	e.clockFrom("agents")
+	e.reconcile("agents")
+	rc := e.rayCluster("agents")
+	hash := rayspecs.WorkerHash(rc)
+	e.headReady(rc)
+
+	e.clock.Step(10 * time.Second)
+	e.workers(rc, 1, hash, true)
+	if res := e.reconcile("agents"); res.RequeueAfter != 2*time.Second {
+		t.Fatalf("requeued after %s, want 2s: the progress is held back", res.RequeueAfter)
+	}
+	e.workersStatus("agents", 0, 3, "", "")
+
+	// The next pass fails. Only the reason and message of Reconciling (True while the fleet comes
+	// up) change, which alone would be progress, and wait.
+	ok := e.r.Client
+	e.r.Client = failingPodList{ok}
+	e.clock.Step(500 * time.Millisecond)
+	if _, err := e.r.Reconcile(e.ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: e.ns, Name: "agents"}}); err == nil {
+		t.Fatal("the pass did not fail")
+	}
+	e.condition("agents", v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonReconcileError, "listing the workers")
+
+	// Its end is progress again: it waits the interval, as any.
+	e.r.Client = ok
+	e.clock.Step(100 * time.Millisecond)
+	if res := e.reconcile("agents"); res.RequeueAfter != 2*time.Second {
+		t.Errorf("requeued after %s, want 2s", res.RequeueAfter)
+	}
+	e.clock.Step(2 * time.Second)
+	e.reconcile("agents")
+	e.condition("agents", v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonScaling, "1 of 3")
+	e.workersStatus("agents", 1, 3, "", "")
+}
+
+// failingPodList is a client whose Lists of pods fail, as they do while the API server is away.
+type failingPodList struct{ client.Client }
+
+func (c failingPodList) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*corev1.PodList); ok {
+		return apierrors.NewServiceUnavailable("the pods cannot be listed")
+	}
+	return c.Client.List(ctx, list, opts...)
 }
