@@ -60,3 +60,7 @@ func leastSquares(x, y []float64) (a, b, r2 float64, ok bool) {
 	}
 	return a, b, r2, true
 }
+
+// line says whether the fit has a line: its points had two distinct x or more (one size measured
+// several times has none).
+func (f fit) line() bool { return f.A != 0 || f.B != 0 || f.R2 != 0 }

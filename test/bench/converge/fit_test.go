@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +44,10 @@ func TestFitLine(t *testing.T) {
 			got := fitLine(tt.x, tt.y)
 			if diff := cmp.Diff(tt.want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
 				t.Errorf("fitLine (-want +got):\n%s", diff)
+			}
+			// Printed only with a line: one size measured four times printed "time = 0.00 + 0.0000*N".
+			if want := len(slices.Compact(slices.Sorted(slices.Values(tt.x)))) >= 2; got.line() != want {
+				t.Errorf("line() = %t, want %t", got.line(), want)
 			}
 		})
 	}

@@ -60,6 +60,7 @@ import (
 const (
 	ourOperator     = "agentfleet-operator"
 	kuberayOperator = "kuberay-operator"
+	procKwok        = "kwok"
 
 	// KubeRay's own defaults (ray-operator apis/config/v1alpha1/defaults.go, v1.6.1).
 	kuberayDefaultConcurrency = 1
@@ -76,7 +77,7 @@ const (
 )
 
 // processes whose cost is reported, in the order of the tables.
-var processes = []string{"kube-apiserver", "etcd", kuberayOperator, ourOperator, "kube-scheduler", "kwok", "kube-controller-manager"}
+var processes = []string{"kube-apiserver", "etcd", kuberayOperator, ourOperator, "kube-scheduler", procKwok, "kube-controller-manager"}
 
 func main() {
 	var s settings
@@ -1044,7 +1045,10 @@ func (r *results) print() {
 		fmt.Println("  " + l)
 	}
 	fmt.Printf("  machine: %d cores, %.1f GiB\n", r.Machine.Cores, float64(r.Machine.MemoryBytes)/(1<<30))
-	fmt.Printf("  %6s  %14s  %14s  %7s\n", "N", "floor (s)", "AgentFleet (s)", "ratio")
+	// kwok's CPU beside each run: kwok plays the deletes of a phase's pods after the API server
+	// forgot them, and when that outlasts the quiet wait it slows the next phase (its CPU there is a
+	// multiple of the usual); the column shows which runs that touched.
+	fmt.Printf("  %6s  %14s  %14s  %7s  %s\n", "N", "floor (s)", "AgentFleet (s)", "ratio", "kwok CPU s (floor / AgentFleet)")
 	cell := func(p *phaseResult) string {
 		switch {
 		case p == nil:
@@ -1060,7 +1064,13 @@ func (r *results) print() {
 		if sr.Ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", sr.Ratio)
 		}
-		fmt.Printf("  %6d  %14s  %14s  %7s\n", sr.N, cell(sr.Floor), cell(sr.AgentFleet), ratio)
+		kwok := func(p *phaseResult) string {
+			if p == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", p.Processes[procKwok].CPUSeconds)
+		}
+		fmt.Printf("  %6d  %14s  %14s  %7s  %s / %s\n", sr.N, cell(sr.Floor), cell(sr.AgentFleet), ratio, kwok(sr.Floor), kwok(sr.AgentFleet))
 	}
 	if r.Settings.Repeat > 1 {
 		for _, m := range r.medianRatios() {
@@ -1071,7 +1081,7 @@ func (r *results) print() {
 		fmt.Printf("  skipped (the floor did not converge before them): %v\n", r.Skipped)
 	}
 	for _, phase := range []string{phaseFloor, phaseFleet} {
-		if f, ok := r.Fits[phase+" seconds"]; ok && f.N >= 2 {
+		if f, ok := r.Fits[phase+" seconds"]; ok && f.line() {
 			fmt.Printf("  fit %-10s time = %.2f + %.4f*N s (R^2 %.3f; grows as N^%.2f)\n", phase+":", f.A, f.B, f.R2, f.K)
 		}
 	}
@@ -1117,7 +1127,7 @@ func (r *results) print() {
 		printed := false
 		for _, k := range keys {
 			f := r.Fits[k]
-			if f.N < 2 || f.B == 0 && f.A == 0 {
+			if !f.line() {
 				continue
 			}
 			if !printed {
