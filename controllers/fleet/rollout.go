@@ -55,6 +55,9 @@ func (r *Reconciler) workerPods(ctx context.Context, rc *rayv1.RayCluster) ([]co
 		return nil, fmt.Errorf("listing the workers of RayCluster %s: %w", klog.KObj(rc), err)
 	}
 	items := pods.Items
+	if items == nil {
+		items = []corev1.Pod{} // observed, and none: nil is a pass that did not see them (computeStatus)
+	}
 	slices.SortFunc(items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	return items, nil
 }

@@ -31,7 +31,8 @@ type statusObservation struct {
 	// PromptHash is the prompt hash of the template rayspecs built ("" without a prompt), and
 	// DesiredRevision its worker revision.
 	PromptHash, DesiredRevision string
-	// Pods are the agent worker pods.
+	// Pods are the agent worker pods; nil with a RayCluster and Err: the pass failed before it saw
+	// them (workerPods returns an empty list for none).
 	Pods []corev1.Pod
 	// Jobs are the jobs' states; nil when the jobs phase did not run.
 	Jobs []v1alpha1.JobStatus
@@ -116,6 +117,13 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	}
 	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = c.observed, c.ready, c.updated
 	st.Workers = fmt.Sprintf("%d/%d", c.ready, c.replicas)
+	if o.Err != nil && o.Cluster != nil && o.Pods == nil {
+		// A failed pass that did not see the workers: what the status said of them stays, rather
+		// than none (a person reading "0/3" and no GPU faults during an API server's hiccup).
+		prev := &f.Status
+		st.Replicas, st.ReadyReplicas, st.UpdatedReplicas, st.Workers = prev.Replicas, prev.ReadyReplicas, prev.UpdatedReplicas, prev.Workers
+		st.GPUs.Allocated, st.GPUFaults = prev.GPUs.Allocated, prev.GPUFaults
+	}
 	if o.Cluster != nil && rayspecs.GroupTemplate(o.Cluster, v1alpha1.CanaryGroup) == nil &&
 		(c.replicas == 0 || (c.updated == c.observed && c.observed == c.replicas)) {
 		// What the workers run, once they all run it: the template of the one worker group (during a

@@ -382,6 +382,58 @@ func TestComputeStatus(t *testing.T) {
 				},
 			},
 		},
+		"a pass that failed before it saw the workers keeps what the status said of them": {
+			o: func() statusObservation {
+				f := testFleet(2)
+				f.Status = v1alpha1.AgentFleetStatus{
+					ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+					Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2",
+					RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
+					PromptHash: "p1", ModelVersion: "m-7", Revision: "r1",
+					GPUs:       v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+					GPUFaults:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
+					Conditions: []metav1.Condition{at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier)},
+				}
+				o := ready(f)
+				o.Pods, o.Err = nil, errors.New("listing the workers: the server is currently unable to handle the request")
+				return o
+			},
+			want: v1alpha1.AgentFleetStatus{
+				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+				Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2",
+				RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
+				PromptHash: "p1", ModelVersion: "m-7", Revision: "r1",
+				GPUs:      v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				GPUFaults: []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
+				Conditions: []metav1.Condition{
+					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier),
+					{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError,
+						Message: "listing the workers: the server is currently unable to handle the request", ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(now)},
+				},
+			},
+		},
+		"a failed pass that saw no workers says so": {
+			o: func() statusObservation {
+				f := testFleet(2)
+				f.Status = v1alpha1.AgentFleetStatus{ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+					Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2", RayClusterName: "agents",
+					GPUs:       v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+					Conditions: []metav1.Condition{at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier)}}
+				o := ready(f)
+				o.Pods, o.Err = []corev1.Pod{}, errors.New("writing the RayCluster: conflict")
+				return o
+			},
+			want: v1alpha1.AgentFleetStatus{
+				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+				Workers: "0/2", RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
+				GPUs: v1alpha1.GPUStatus{Requested: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				Conditions: []metav1.Condition{
+					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier),
+					{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError,
+						Message: "writing the RayCluster: conflict", ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(now)},
+				},
+			},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := tc.o()
