@@ -561,16 +561,22 @@ func TestFailedPassWritesItsStatusAtOnce(t *testing.T) {
 	rc := e.rayCluster("agents")
 	hash := rayspecs.WorkerHash(rc)
 	e.headReady(rc)
+	e.clock.Step(10 * time.Second)
+	e.workers(rc, 1, hash, true)
+	e.reconcile("agents")
+	e.clock.Step(2 * time.Second)
+	e.reconcile("agents")
+	e.workersStatus("agents", 1, 3, "", "")
 
 	e.clock.Step(10 * time.Second)
 	e.workers(rc, 1, hash, true)
 	if res := e.reconcile("agents"); res.RequeueAfter != 2*time.Second {
 		t.Fatalf("requeued after %s, want 2s: the progress is held back", res.RequeueAfter)
 	}
-	e.workersStatus("agents", 0, 3, "", "")
+	e.workersStatus("agents", 1, 3, "", "")
 
-	// The next pass fails. Only the reason and message of Reconciling (True while the fleet comes
-	// up) change, which alone would be progress, and wait.
+	// The next pass fails before it sees the workers. Only the reason and message of Reconciling
+	// (True while the fleet comes up) change, which alone would be progress, and wait.
 	ok := e.r.Client
 	e.r.Client = failingPodList{ok}
 	e.clock.Step(500 * time.Millisecond)
@@ -578,6 +584,7 @@ func TestFailedPassWritesItsStatusAtOnce(t *testing.T) {
 		t.Fatal("the pass did not fail")
 	}
 	e.condition("agents", v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonReconcileError, "listing the workers")
+	e.workersStatus("agents", 1, 3, "", "") // what it did not see stays as written, not 0
 
 	// Its end is progress again: it waits the interval, as any.
 	e.r.Client = ok
@@ -587,8 +594,8 @@ func TestFailedPassWritesItsStatusAtOnce(t *testing.T) {
 	}
 	e.clock.Step(2 * time.Second)
 	e.reconcile("agents")
-	e.condition("agents", v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonScaling, "1 of 3")
-	e.workersStatus("agents", 1, 3, "", "")
+	e.condition("agents", v1alpha1.ConditionReconciling, metav1.ConditionTrue, v1alpha1.ReasonScaling, "2 of 3")
+	e.workersStatus("agents", 2, 3, "", "")
 }
 
 // failingPodList is a client whose Lists of pods fail, as they do while the API server is away.

@@ -31,8 +31,8 @@ type statusObservation struct {
 	// PromptHash is the prompt hash of the template rayspecs built ("" without a prompt), and
 	// DesiredRevision its worker revision.
 	PromptHash, DesiredRevision string
-	// Pods are the agent worker pods; nil with a RayCluster and Err: the pass failed before it saw
-	// them (workerPods returns an empty list for none).
+	// Pods are the agent worker pods; nil with Err: the pass failed before it saw them (workerPods
+	// returns an empty list for none).
 	Pods []corev1.Pod
 	// Jobs are the jobs' states; nil when the jobs phase did not run.
 	Jobs []v1alpha1.JobStatus
@@ -99,9 +99,13 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	f := o.Fleet
 	st := *f.Status.DeepCopy()
 	c := countWorkers(&o)
+	// A pass that failed before it saw the workers (or their RayCluster) says nothing of them: what
+	// the status said stays, rather than none ("0/3" and no GPU faults during an API server's
+	// hiccup), and so does the usage, whose GPU products come from the workers.
+	unseen := o.Err != nil && o.Pods == nil
 
 	st.GPUs = gpuStatus(f, o.Pods)
-	if o.Budget != nil {
+	if o.Budget != nil && !unseen {
 		st.Usage = o.Usage
 	}
 	if o.RolloutDecided {
@@ -117,12 +121,16 @@ func computeStatus(o statusObservation) v1alpha1.AgentFleetStatus {
 	}
 	st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = c.observed, c.ready, c.updated
 	st.Workers = fmt.Sprintf("%d/%d", c.ready, c.replicas)
-	if o.Err != nil && o.Cluster != nil && o.Pods == nil {
-		// A failed pass that did not see the workers: what the status said of them stays, rather
-		// than none (a person reading "0/3" and no GPU faults during an API server's hiccup).
+	if unseen {
 		prev := &f.Status
-		st.Replicas, st.ReadyReplicas, st.UpdatedReplicas, st.Workers = prev.Replicas, prev.ReadyReplicas, prev.UpdatedReplicas, prev.Workers
-		st.GPUs.Allocated, st.GPUFaults = prev.GPUs.Allocated, prev.GPUFaults
+		st.Replicas, st.ReadyReplicas, st.UpdatedReplicas = prev.Replicas, prev.ReadyReplicas, prev.UpdatedReplicas
+		st.Workers = fmt.Sprintf("%d/%d", prev.ReadyReplicas, c.replicas)
+		st.GPUs.Allocated = prev.GPUs.Allocated
+	}
+	if o.Err != nil {
+		// Nor may it have seen the workers' nodes (the health phase): the faults stay until a pass
+		// that sees both.
+		st.GPUFaults = f.Status.GPUFaults
 	}
 	if o.Cluster != nil && rayspecs.GroupTemplate(o.Cluster, v1alpha1.CanaryGroup) == nil &&
 		(c.replicas == 0 || (c.updated == c.observed && c.observed == c.replicas)) {

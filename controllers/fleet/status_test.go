@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentfleet/agentfleet/api/v1alpha1"
 	"github.com/agentfleet/agentfleet/controllers/supervisor"
+	"github.com/agentfleet/agentfleet/controllers/usage"
 	"github.com/agentfleet/agentfleet/gpu"
 	"github.com/agentfleet/agentfleet/rayspecs"
 )
@@ -384,7 +385,7 @@ func TestComputeStatus(t *testing.T) {
 		},
 		"a pass that failed before it saw the workers keeps what the status said of them": {
 			o: func() statusObservation {
-				f := testFleet(2)
+				f := testFleet(3) // scaled from 2 since the status was written
 				f.Status = v1alpha1.AgentFleetStatus{
 					ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
 					Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2",
@@ -392,19 +393,23 @@ func TestComputeStatus(t *testing.T) {
 					PromptHash: "p1", ModelVersion: "m-7", Revision: "r1",
 					GPUs:       v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
 					GPUFaults:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
+					Usage:      &v1alpha1.UsageStatus{Currency: "USD", Unpriced: []string{"GPU NVIDIA-H100-80GB-HBM3"}, UpdatedAt: earlier},
 					Conditions: []metav1.Condition{at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier)},
 				}
 				o := ready(f)
 				o.Pods, o.Err = nil, errors.New("listing the workers: the server is currently unable to handle the request")
+				// The usage computed without the workers has lost their GPU product.
+				o.Budget, o.Usage = &usage.FleetVerdict{}, &v1alpha1.UsageStatus{Currency: "USD", UpdatedAt: metav1.NewTime(now)}
 				return o
 			},
 			want: v1alpha1.AgentFleetStatus{
 				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
-				Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2",
+				Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/3",
 				RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
 				PromptHash: "p1", ModelVersion: "m-7", Revision: "r1",
-				GPUs:      v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				GPUs:      v1alpha1.GPUStatus{Requested: 6, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
 				GPUFaults: []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
+				Usage:     &v1alpha1.UsageStatus{Currency: "USD", Unpriced: []string{"GPU NVIDIA-H100-80GB-HBM3"}, UpdatedAt: earlier},
 				Conditions: []metav1.Condition{
 					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier),
 					{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError,
@@ -412,7 +417,7 @@ func TestComputeStatus(t *testing.T) {
 				},
 			},
 		},
-		"a failed pass that saw no workers says so": {
+		"a pass that failed before it saw the RayCluster keeps the same": {
 			o: func() statusObservation {
 				f := testFleet(2)
 				f.Status = v1alpha1.AgentFleetStatus{ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
@@ -420,17 +425,41 @@ func TestComputeStatus(t *testing.T) {
 					GPUs:       v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
 					Conditions: []metav1.Condition{at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier)}}
 				o := ready(f)
-				o.Pods, o.Err = []corev1.Pod{}, errors.New("writing the RayCluster: conflict")
+				o.Cluster, o.Pods, o.Err = nil, nil, errors.New("reading prompt ConfigMap team/prompts: the server is currently unable to handle the request")
+				return o
+			},
+			want: v1alpha1.AgentFleetStatus{
+				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+				Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2", RayClusterName: "agents",
+				GPUs: v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				Conditions: []metav1.Condition{
+					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier),
+					{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError,
+						Message: "reading prompt ConfigMap team/prompts: the server is currently unable to handle the request", ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(now)},
+				},
+			},
+		},
+		"a failed pass that saw no workers says so; the GPU faults stay until a pass sees the nodes too": {
+			o: func() statusObservation {
+				f := testFleet(2)
+				f.Status = v1alpha1.AgentFleetStatus{ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
+					Replicas: 2, ReadyReplicas: 2, UpdatedReplicas: 2, Workers: "2/2", RayClusterName: "agents",
+					GPUs:       v1alpha1.GPUStatus{Requested: 4, Allocated: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+					GPUFaults:  []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
+					Conditions: []metav1.Condition{at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier)}}
+				o := ready(f)
+				o.Pods, o.Err = []corev1.Pod{}, errors.New("reading the nodes of the GPU workers: the server is currently unable to handle the request")
 				return o
 			},
 			want: v1alpha1.AgentFleetStatus{
 				ObservedGeneration: 3, Phase: v1alpha1.PhaseRunning,
 				Workers: "0/2", RayClusterName: "agents", DashboardURL: "http://agents-head-svc.team.svc:8265",
-				GPUs: v1alpha1.GPUStatus{Requested: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				GPUs:      v1alpha1.GPUStatus{Requested: 4, Product: "NVIDIA-H100-80GB-HBM3"},
+				GPUFaults: []v1alpha1.GPUFault{{Worker: "w-00", Node: "gpu-a", Reason: "XidCriticalError", Message: "XID 79"}},
 				Conditions: []metav1.Condition{
 					at(cond(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonReady, "ok"), earlier),
 					{Type: v1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonReconcileError,
-						Message: "writing the RayCluster: conflict", ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(now)},
+						Message: "reading the nodes of the GPU workers: the server is currently unable to handle the request", ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(now)},
 				},
 			},
 		},
