@@ -61,6 +61,7 @@ func leastSquares(x, y []float64) (a, b, r2 float64, ok bool) {
 	return a, b, r2, true
 }
 
-// line says whether the fit has a line: its points had two distinct x or more (one size measured
-// several times has none).
-func (f fit) line() bool { return f.A != 0 || f.B != 0 || f.R2 != 0 }
+// line says whether the fit has a line to show: its points had two distinct x or more (one size
+// measured several times has none), and y was not zero at all of them (as our operator's API
+// requests in the floor phase).
+func (f fit) line() bool { return f.A != 0 || f.B != 0 }

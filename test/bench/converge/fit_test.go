@@ -38,6 +38,10 @@ func TestFitLine(t *testing.T) {
 			x: []float64{50, 50}, y: []float64{10, 12},
 			want: fit{N: 2},
 		},
+		"zero at every size is a line with nothing to show": {
+			x: []float64{50, 100}, y: []float64{0, 0},
+			want: fit{R2: 1, N: 2},
+		},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -46,7 +50,7 @@ func TestFitLine(t *testing.T) {
 				t.Errorf("fitLine (-want +got):\n%s", diff)
 			}
 			// Printed only with a line: one size measured four times printed "time = 0.00 + 0.0000*N".
-			if want := len(slices.Compact(slices.Sorted(slices.Values(tt.x)))) >= 2; got.line() != want {
+			if want := len(slices.Compact(slices.Sorted(slices.Values(tt.x)))) >= 2 && slices.ContainsFunc(tt.y, func(y float64) bool { return y != 0 }); got.line() != want {
 				t.Errorf("line() = %t, want %t", got.line(), want)
 			}
 		})
